@@ -1,0 +1,35 @@
+"""HTTP endpoints, one blueprint per concern."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from flask import Flask
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..extension import NotifierState
+
+
+def register_blueprints(app: Flask, state: "NotifierState", *, standalone: bool) -> None:
+    from ..errors import NotifierError, register_error_handlers
+    from . import devpage, events, health, publish
+
+    blueprints = [events.bp, publish.bp, health.bp]
+    if state.config.dev_mode:
+        blueprints.append(devpage.bp)
+    for blueprint in blueprints:
+        if blueprint.name not in app.blueprints:
+            app.register_blueprint(blueprint)
+    if standalone:
+        register_error_handlers(app)
+    elif not app.error_handler_spec.get(None, {}).get(None, {}).get(NotifierError):
+        # Mounted in a host app: map our errors to JSON without touching how
+        # the host renders its own.
+        from flask import jsonify
+
+        @app.errorhandler(NotifierError)
+        def _notifier_error(error: NotifierError):  # type: ignore[no-untyped-def]
+            response = jsonify(error.body())
+            response.status_code = error.status
+            response.headers.update(error.headers)
+            return response

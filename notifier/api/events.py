@@ -1,0 +1,183 @@
+"""``GET /v1/events`` (the SSE stream) and ``GET /v1/notifications`` (recent
+notifications for page load)."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from typing import Any
+
+from flask import Blueprint, Response, g, request, stream_with_context
+
+from ..auth import Subscriber, authenticate_subscriber, pattern_allows
+from ..errors import BadRequest, Draining, Forbidden, NotifierError, Unauthorized
+from ..events import EventId, Delivery, encode, format_event_id, parse_event_id, validate_topic
+from ..extension import NotifierState, access_log, current_state
+from ..hub import CloseReason, Subscription
+from ..stream import SSE_HEADERS, StreamPlan, client_socket, event_stream, shutdown_socket
+
+bp = Blueprint("notifier_events", __name__)
+
+DEADLINE_JITTER = 0.15  # streams end between 85% and 100% of their maximum age
+
+
+def _requested_topics(state: NotifierState, subscriber: Subscriber) -> list[str]:
+    topics = list(dict.fromkeys(request.args.getlist("topic")))
+    if len(topics) > state.config.max_topics:
+        raise BadRequest(f"at most {state.config.max_topics} topics per stream", field="topic")
+    for topic in topics:
+        try:
+            validate_topic(topic)
+        except NotifierError as exc:
+            raise BadRequest(exc.message, field="topic") from None
+        if not pattern_allows(topic, subscriber.topic_grants):
+            raise Forbidden(f"your token does not grant topic {topic!r}", field="topic")
+    return topics
+
+
+def _authenticate(state: NotifierState, endpoint: str) -> Subscriber:
+    try:
+        return authenticate_subscriber()
+    except (Unauthorized, Forbidden):
+        state.metrics.auth_failures.labels(endpoint).inc()
+        raise
+
+
+def _reset_frame(state: NotifierState, reason: str, resume_from: EventId) -> bytes:
+    """``event: reset`` tells the page it missed events it cannot get from the
+    stream (native EventSource cannot read response headers). Its id moves the
+    browser's Last-Event-ID forward, so the next reconnect does not reset again."""
+    state.metrics.resets.labels(reason).inc()
+    body = json.dumps({"reason": reason, "resume_from": format_event_id(resume_from)})
+    return encode(body, event_id=format_event_id(resume_from), event="reset")
+
+
+@bp.get("/v1/events")
+def events() -> Response:
+    state = current_state()
+    try:
+        if state.draining:
+            raise Draining(max(1, state.config.retry_ms // 1000))
+        subscriber = _authenticate(state, "events")
+        topics = _requested_topics(state, subscriber)
+    except NotifierError as exc:
+        state.metrics.stream_rejections.labels(str(exc.status)).inc()
+        raise
+    channels = state.names.for_subscriber(subscriber.user_id, topics)
+    resume_text = request.headers.get("Last-Event-ID") or request.args.get("last_event_id")
+
+    subscription = Subscription(subscriber.user_id, channels, state.config.queue_size)
+    try:
+        # Subscribe first, then read history: whatever is published in between
+        # is in both, and skip_through drops the live copy.
+        state.broker.attach(subscription)
+        opening = _resume(state, subscription, channels, resume_text)
+    except NotifierError as exc:
+        state.broker.detach(subscription)
+        state.metrics.stream_rejections.labels(str(exc.status)).inc()
+        raise
+
+    plan = _plan(state, subscriber, subscription, opening)
+    subscription.on_evict = lambda: shutdown_socket(plan.raw_socket)
+    g.notifier_stream = True
+    started = time.monotonic()
+    request_id = getattr(g, "notifier_request_id", None)
+    state.metrics.stream_connects.inc()
+    state.metrics.streams_open.inc()
+
+    def on_write(items: list[Delivery]) -> None:
+        metrics = state.metrics
+        metrics.events_delivered.inc(len(items))
+        now_ms = time.time() * 1000
+        for item in items:
+            metrics.publish_to_write.observe(max(0.0, (now_ms - item.id[0]) / 1000))
+
+    def on_close(reason: str, sent: int) -> None:
+        state.metrics.streams_open.dec()
+        state.metrics.stream_disconnects.labels(reason).inc()
+        access_log.info("stream", extra={
+            "request_id": request_id, "method": "GET", "path": "/v1/events", "status": 200,
+            "user_id": subscriber.user_id, "reason": reason, "events_sent": sent,
+            "duration_ms": round((time.monotonic() - started) * 1000, 1),
+        })
+
+    body = event_stream(plan, state.broker.detach, on_write, on_close)
+    response = Response(stream_with_context(body), status=200, headers=SSE_HEADERS)
+    response.direct_passthrough = True
+    return response
+
+
+def _resume(state: NotifierState, subscription: Subscription, channels: list[str], resume_text: str | None) -> bytes:
+    if not resume_text:
+        return b""
+    after = parse_event_id(resume_text)
+    if after is None:
+        last = state.broker.last_id()
+        subscription.skip_through(last)
+        return _reset_frame(state, "unknown_id", last)
+    replay = state.broker.replay(channels, after)
+    if replay.reset:
+        last = state.broker.last_id()
+        subscription.skip_through(last)
+        return _reset_frame(state, replay.reason, last)
+    state.metrics.replays.inc()
+    if not replay.events:
+        return b""
+    state.metrics.replayed_events.inc(len(replay.events))
+    subscription.skip_through(replay.events[-1].id)
+    return b"".join(delivery.frame for delivery in replay.events)
+
+
+def _plan(state: NotifierState, subscriber: Subscriber, subscription: Subscription, opening: bytes) -> StreamPlan:
+    config = state.config
+    now = time.monotonic()
+    max_age = config.max_stream_seconds * (1 - random.uniform(0, DEADLINE_JITTER))
+    deadline, reason = now + max_age, CloseReason.DEADLINE
+    if subscriber.expires_at is not None:
+        token_left = subscriber.expires_at - time.time()
+        if token_left < max_age:
+            deadline, reason = now + max(0.0, token_left), CloseReason.TOKEN_EXPIRED
+    environ: dict[str, Any] = request.environ
+    return StreamPlan(
+        subscription=subscription,
+        heartbeat=config.heartbeat_seconds,
+        deadline=deadline,
+        deadline_reason=reason,
+        retry_ms=config.retry_ms,
+        opening=opening,
+        raw_socket=client_socket(environ),
+    )
+
+
+@bp.get("/v1/notifications")
+def recent_notifications() -> Response:
+    """The user's recent notifications (their channel and broadcast), newest
+    first, plus ``resume_from``: the Last-Event-ID to open the stream with so
+    that nothing between this page and the stream is missed."""
+    state = current_state()
+    subscriber = _authenticate(state, "notifications")
+    try:
+        limit = int(request.args.get("limit", "50"))
+    except ValueError:
+        raise BadRequest("limit must be a whole number", field="limit") from None
+    if not 1 <= limit <= 500:
+        raise BadRequest("limit must be between 1 and 500", field="limit")
+    before_text = request.args.get("before")
+    before = parse_event_id(before_text) if before_text else None
+    if before_text and before is None:
+        raise BadRequest("before must be an event id like 1700000000000-0", field="before")
+    channels = state.names.for_subscriber(subscriber.user_id, [])
+    # Read the position first: everything up to it is in this page (or older
+    # pages), everything after it will come on the stream.
+    resume_from = state.broker.last_id()
+    upper = before if before is not None else (resume_from[0], resume_from[1] + 1)
+    items = state.broker.recent(channels, upper, limit)
+    body = {
+        "notifications": [json.loads(item.payload) for item in items],
+        "resume_from": format_event_id(resume_from),
+        "next_before": format_event_id(items[-1].id) if len(items) == limit else None,
+    }
+    response = Response(json.dumps(body, ensure_ascii=False), status=200, mimetype="application/json")
+    response.headers["Cache-Control"] = "no-store"
+    return response

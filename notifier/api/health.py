@@ -1,0 +1,52 @@
+"""Health and metrics: cheap, unauthenticated, never streaming.
+
+- ``/livez``: this worker's loop answers. Never looks at Redis: a Redis
+  outage must not make Kubernetes restart healthy pods.
+- ``/readyz``: this worker can deliver: its subscriber is connected (Redis
+  reachable) and it is not draining.
+- ``/metrics``: Prometheus exposition, summed over the workers.
+"""
+
+from __future__ import annotations
+
+import time
+
+from flask import Blueprint, Response, jsonify
+
+from ..extension import current_state
+
+bp = Blueprint("notifier_health", __name__)
+
+
+@bp.get("/livez")
+def livez() -> Response:
+    response = jsonify({"status": "ok"})
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.get("/readyz")
+def readyz() -> Response:
+    state = current_state()
+    ready, why = state.broker.ready()
+    if state.draining:
+        ready, why = False, "draining"
+    body = {"status": "ok" if ready else "unavailable", "broker": state.broker.name, "streams": len(state.hub)}
+    if not ready:
+        body["reason"] = why
+    response = jsonify(body)
+    response.status_code = 200 if ready else 503
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.get("/metrics")
+def metrics() -> Response:
+    state = current_state()
+    broker = state.broker
+    last_probe = getattr(broker, "last_probe_ok", None)
+    if last_probe:
+        state.metrics.subscriber_probe_age.set(max(0.0, time.time() - last_probe))
+    state.metrics.subscriber_up.set(1 if broker.ready()[0] else 0)
+    payload, content_type = state.metrics.exposition()
+    return Response(payload, status=200, headers={"Content-Type": content_type, "Cache-Control": "no-store"})

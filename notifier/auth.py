@@ -1,0 +1,190 @@
+"""Who is asking, and what may they reach: flask-jwt-extended wiring.
+
+Two kinds of credentials, never interchangeable:
+
+- **User tokens** (subscribers): access tokens whose ``sub`` is the user id.
+  Browsers send them in an HttpOnly cookie (EventSource cannot send
+  headers); other clients as ``Authorization: Bearer``. Extra topics are
+  granted by a ``topics`` claim of patterns (``"orders:*"``).
+- **Publisher tokens** (internal services): ``"role": "publisher"``, sent as
+  a Bearer header only, optionally scoped by ``users``, ``topics`` and
+  ``broadcast`` claims. Without any of those three, a publisher may reach
+  everybody.
+
+Tokens in the query string are refused: URLs end up in access logs, proxies
+and browser history.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Iterable
+
+import jwt as pyjwt
+from flask import Flask, request
+from flask_jwt_extended import JWTManager, create_access_token, get_jwt, verify_jwt_in_request
+from flask_jwt_extended.exceptions import JWTExtendedException
+
+from .config import Config
+from .errors import Forbidden, Unauthorized
+from .events import Target
+
+PUBLISHER_ROLE = "publisher"
+# Query parameters that look like someone trying to pass a token in the URL.
+QUERY_TOKEN_PARAMS = ("token", "access_token", "jwt", "authorization", "auth")
+
+
+def configure_jwt(app: Flask, config: Config, *, override: bool = True) -> JWTManager:
+    """Set the JWT_* settings from our Config and attach a JWTManager.
+
+    With ``override=False`` (a host app mounting the extension) settings the
+    host already has are kept.
+    """
+    settings: dict[str, Any] = {
+        "JWT_TOKEN_LOCATION": ["cookies", "headers"],
+        "JWT_ALGORITHM": config.jwt_algorithm,
+        "JWT_DECODE_ALGORITHMS": [config.jwt_algorithm],  # never "none", never a surprise
+        "JWT_SECRET_KEY": config.jwt_secret,
+        "JWT_PUBLIC_KEY": config.jwt_public_key,
+        "JWT_PRIVATE_KEY": config.jwt_private_key,
+        "JWT_ACCESS_COOKIE_NAME": config.jwt_cookie_name,
+        "JWT_COOKIE_SECURE": config.jwt_cookie_secure,
+        "JWT_COOKIE_SAMESITE": "Lax",
+        "JWT_COOKIE_CSRF_PROTECT": True,  # applies to POST and friends, not to GET /v1/events
+        "JWT_DECODE_LEEWAY": config.jwt_leeway_seconds,
+        "JWT_ACCESS_TOKEN_EXPIRES": timedelta(hours=1),
+    }
+    for key, value in settings.items():
+        if override or key not in app.config:
+            app.config[key] = value
+    existing = app.extensions.get("flask-jwt-extended")
+    if isinstance(existing, JWTManager):
+        return existing
+    return JWTManager(app)
+
+
+@dataclass(frozen=True)
+class Subscriber:
+    user_id: str
+    expires_at: float | None
+    topic_grants: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PublisherIdentity:
+    name: str
+    users: tuple[str, ...] | None = None  # None: unrestricted
+    topics: tuple[str, ...] | None = None
+    broadcast: bool = True
+    restricted: bool = False
+
+    def check(self, target: Target) -> None:
+        """Raise Forbidden when this publisher may not reach ``target``."""
+        if not self.restricted:
+            return
+        if target.kind == "broadcast":
+            allowed = self.broadcast
+        elif target.kind == "user":
+            allowed = pattern_allows(target.name, self.users or ())
+        else:
+            allowed = pattern_allows(target.name, self.topics or ())
+        if not allowed:
+            what = "broadcast" if target.kind == "broadcast" else f"{target.kind} {target.name!r}"
+            raise Forbidden(f"publisher {self.name!r} may not publish to {what}", field=target.kind)
+
+
+def pattern_allows(name: str, patterns: Iterable[str]) -> bool:
+    """``"*"`` allows everything, ``"orders:*"`` a prefix, anything else itself."""
+    for pattern in patterns:
+        if not isinstance(pattern, str):
+            continue
+        if pattern == "*" or pattern == name:
+            return True
+        if pattern.endswith("*") and name.startswith(pattern[:-1]):
+            return True
+    return False
+
+
+def _verify(locations: list[str]) -> dict[str, Any]:
+    for name in QUERY_TOKEN_PARAMS:
+        if name in request.args:
+            raise Unauthorized("tokens are not accepted in the query string; use the cookie or an Authorization: Bearer header")
+    try:
+        verify_jwt_in_request(locations=locations)  # access tokens only: refresh tokens raise
+    except pyjwt.ExpiredSignatureError:
+        raise Unauthorized("token has expired") from None
+    except pyjwt.InvalidTokenError as exc:
+        raise Unauthorized(f"invalid token: {exc}") from None
+    except JWTExtendedException as exc:
+        raise Unauthorized(_jwt_message(exc)) from None
+    return get_jwt()
+
+
+def _jwt_message(exc: Exception) -> str:
+    name = exc.__class__.__name__
+    if name == "NoAuthorizationError":
+        return "missing token: send the access cookie or an Authorization: Bearer header"
+    if name == "WrongTokenError":
+        return "a refresh token cannot be used here; send an access token"
+    return f"invalid token: {exc}"
+
+
+def _string_list(value: Any) -> tuple[str, ...]:
+    if isinstance(value, list):
+        return tuple(item for item in value if isinstance(item, str))
+    return ()
+
+
+def authenticate_subscriber() -> Subscriber:
+    claims = _verify(["cookies", "headers"])
+    if claims.get("role") == PUBLISHER_ROLE:
+        raise Forbidden("publisher credentials cannot subscribe; use a user's token")
+    subject = claims.get("sub")
+    if not isinstance(subject, str) or not subject:
+        raise Unauthorized("token has no subject (sub)")
+    exp = claims.get("exp")
+    return Subscriber(subject, float(exp) if isinstance(exp, (int, float)) else None, _string_list(claims.get("topics")))
+
+
+def authenticate_publisher() -> PublisherIdentity:
+    claims = _verify(["headers"])
+    if claims.get("role") != PUBLISHER_ROLE:
+        raise Forbidden("publishing needs a publisher credential (role: publisher), not a user's token")
+    scoped = any(key in claims for key in ("users", "topics", "broadcast"))
+    return PublisherIdentity(
+        name=str(claims.get("sub") or "publisher"),
+        users=_string_list(claims.get("users")) if "users" in claims else None,
+        topics=_string_list(claims.get("topics")) if "topics" in claims else None,
+        broadcast=claims.get("broadcast") is True if scoped else True,
+        restricted=scoped,
+    )
+
+
+@dataclass
+class TokenRequest:
+    subject: str
+    publisher: bool = False
+    topics: list[str] = field(default_factory=list)
+    users: list[str] | None = None
+    broadcast: bool | None = None
+    expires: timedelta = timedelta(hours=1)
+
+
+def mint_token(config: Config, wanted: TokenRequest) -> str:
+    """Sign a token with the configured key (for the CLI and the dev page)."""
+    app = Flask("notifier-token")
+    configure_jwt(app, config)
+    claims: dict[str, Any] = {}
+    if wanted.publisher:
+        claims["role"] = PUBLISHER_ROLE
+        if wanted.users is not None:
+            claims["users"] = wanted.users
+        if wanted.topics:
+            claims["topics"] = wanted.topics
+        if wanted.broadcast is not None:
+            claims["broadcast"] = wanted.broadcast
+    elif wanted.topics:
+        claims["topics"] = wanted.topics
+    with app.app_context():
+        return create_access_token(identity=wanted.subject, additional_claims=claims, expires_delta=wanted.expires)

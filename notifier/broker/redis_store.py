@@ -1,0 +1,176 @@
+"""Redis history and publishing, shared by the worker's broker and by
+``notifier.Publisher`` so both write exactly the same wire format.
+
+Each publish runs one Lua script: it draws the next id from one sequence
+shared by all channels, XADDs the event to the channel's stream (bounded by
+count and age) and PUBLISHes it, atomically and in one round trip. So an
+event is never live without being replayable, nor stored without being
+published, and ids are ordered across channels.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Sequence
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from ..channels import ChannelNames
+from ..events import Delivery, EventId, Notification, delivery_from_payload, format_event_id, parse_event_id
+from . import Published, Replay, merge_by_id
+
+PUBLISH_SCRIPT = """
+local maxlen = ARGV[1]
+local max_age_ms = tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local last = redis.call('HMGET', KEYS[1], 'ms', 'seq')
+local ms = tonumber(last[1]) or 0
+local seq = tonumber(last[2]) or -1
+local out = {}
+for i = 2, #KEYS do
+  if now > ms then ms = now; seq = 0 else seq = seq + 1 end
+  local id = string.format('%d-%d', ms, seq)
+  local channel = ARGV[2 * i - 1]
+  local payload = '{"id":"' .. id .. '",' .. ARGV[2 * i]
+  redis.call('XADD', KEYS[i], 'MAXLEN', '~', maxlen, id, 'd', payload)
+  redis.call('XTRIM', KEYS[i], 'MINID', '~', string.format('%d-0', now - max_age_ms))
+  redis.call('PEXPIRE', KEYS[i], max_age_ms)
+  out[#out + 1] = id
+  out[#out + 1] = redis.call('PUBLISH', channel, payload)
+end
+redis.call('HSET', KEYS[1], 'ms', ms, 'seq', seq)
+return out
+"""
+
+
+def make_client(url: str, socket_timeout: float = 5.0, max_connections: int = 64) -> "redis.Redis[bytes]":
+    """A client for commands (not pub/sub).
+
+    Blocking pool: under gevent many greenlets share a few connections and
+    wait for one rather than fail. No automatic retries: a publish whose reply
+    was lost may have run, so retrying is the caller's decision (the API
+    answers 503 and the publisher retries).
+    """
+    pool = redis.BlockingConnectionPool.from_url(
+        url,
+        max_connections=max_connections,
+        timeout=socket_timeout,
+        socket_timeout=socket_timeout,
+        socket_connect_timeout=socket_timeout,
+        retry=Retry(NoBackoff(), 0),
+        protocol=2,
+    )
+    return redis.Redis(connection_pool=pool)
+
+
+class RedisStore:
+    def __init__(self, client: "redis.Redis[bytes]", names: ChannelNames, history_max_events: int = 1000,
+                 history_max_age_seconds: float = 86400, replay_max_events: int = 1000):
+        self.client = client
+        self.names = names
+        self.history_max_events = history_max_events
+        self.history_max_age_ms = int(history_max_age_seconds * 1000)
+        self.replay_max_events = replay_max_events
+        self._script = client.register_script(PUBLISH_SCRIPT)
+
+    def publish(self, notifications: Sequence[Notification]) -> list[Published]:
+        """Raises redis.RedisError (ConnectionError, TimeoutError...) on failure."""
+        if not notifications:
+            return []
+        keys: list[str] = [self.names.sequence_key]
+        args: list[Any] = [self.history_max_events, self.history_max_age_ms]
+        for notification in notifications:
+            channel = self.names.for_target(notification.target)
+            keys.append(self.names.history_key(channel))
+            args.extend((channel, notification.body_without_id()))
+        reply = self._script(keys=keys, args=args)
+        return [
+            Published(_text(reply[2 * i]), notification, int(reply[2 * i + 1]))
+            for i, notification in enumerate(notifications)
+        ]
+
+    def last_id(self) -> EventId:
+        ms, seq = self.client.hmget(self.names.sequence_key, "ms", "seq")
+        if ms is None or seq is None:
+            return (0, 0)
+        return int(ms), int(seq)
+
+    def read_after(self, channels: Sequence[str], after: EventId, with_info: bool = False,
+                   upto: EventId | None = None) -> tuple[list[list[Delivery]], list[Any], EventId]:
+        """One MULTI/EXEC snapshot: for each channel the events after ``after``
+        (and, with_info, its XINFO), plus the sequence's last id.
+
+        A snapshot matters: read channel by channel and an event published in
+        between on an already-read channel would be skipped for good.
+        """
+        pipe = self.client.pipeline(transaction=True)
+        start = "(" + format_event_id(after)
+        end = format_event_id(upto) if upto is not None else "+"
+        count = None if upto is not None else self.replay_max_events + 1
+        for channel in channels:
+            pipe.xrange(self.names.history_key(channel), min=start, max=end, count=count)
+        if with_info:
+            for channel in channels:
+                pipe.exists(self.names.history_key(channel))
+        pipe.hmget(self.names.sequence_key, "ms", "seq")
+        results = pipe.execute()
+        streams = [[_delivery(entry) for entry in results[i]] for i in range(len(channels))]
+        info: list[Any] = []
+        if with_info:
+            existing = [channel for channel, exists in zip(channels, results[len(channels):2 * len(channels)]) if exists]
+            info = self._max_deleted(existing)
+        ms, seq = results[-1]
+        last = (int(ms), int(seq)) if ms is not None and seq is not None else (0, 0)
+        return streams, info, last
+
+    def _max_deleted(self, channels: Sequence[str]) -> list[EventId]:
+        """Highest id trimmed from each channel's history (Redis >= 7.0)."""
+        if not channels:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        for channel in channels:
+            pipe.xinfo_stream(self.names.history_key(channel))
+        out = []
+        for info in pipe.execute(raise_on_error=False):
+            if isinstance(info, dict):
+                raw = info.get("max-deleted-entry-id") or info.get(b"max-deleted-entry-id")
+                parsed = parse_event_id(_text(raw)) if raw is not None else None
+                if parsed is not None:
+                    out.append(parsed)
+        return out
+
+    def replay(self, channels: Sequence[str], after: EventId) -> Replay:
+        streams, max_deleted, last = self.read_after(channels, after, with_info=True)
+        if after > last:
+            return Replay(reset=True, reason="unknown_id")
+        if after[0] < int(time.time() * 1000) - self.history_max_age_ms:
+            return Replay(reset=True, reason="too_old")
+        if any(deleted > after for deleted in max_deleted):
+            return Replay(reset=True, reason="too_old")
+        if any(len(stream) > self.replay_max_events for stream in streams):
+            return Replay(reset=True, reason="too_many")
+        events = merge_by_id(streams)
+        if len(events) > self.replay_max_events:
+            return Replay(reset=True, reason="too_many")
+        return Replay(events)
+
+    def recent(self, channels: Sequence[str], before: EventId | None, limit: int) -> list[Delivery]:
+        pipe = self.client.pipeline(transaction=True)
+        end = "(" + format_event_id(before) if before is not None else "+"
+        for channel in channels:
+            pipe.xrevrange(self.names.history_key(channel), max=end, min="-", count=limit)
+        streams = [[_delivery(entry) for entry in reversed(result)] for result in pipe.execute()]
+        return list(reversed(merge_by_id(streams)))[:limit]
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def _delivery(entry: Any) -> Delivery:
+    _entry_id, fields = entry
+    payload = fields.get(b"d") if b"d" in fields else fields.get("d")
+    return delivery_from_payload(_text(payload))

@@ -1,0 +1,170 @@
+"""In-process fan-out: which local subscription listens to which channel.
+
+Knows nothing of Redis or HTTP. The broker calls ``dispatch`` with an event
+that was decoded and framed once; each subscription gets a reference to the
+same bytes through its own bounded queue. ``offer`` never blocks: a
+subscription whose queue is full is evicted (its stream ends, the client
+reconnects and replays), so one slow client can never slow the others.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections import deque
+from typing import Callable, Iterable
+
+from gevent.event import Event
+
+from .events import Delivery, EventId, ZERO_ID
+
+log = logging.getLogger("notifier.hub")
+
+_ids = itertools.count(1)
+
+
+class CloseReason:
+    CLIENT_GONE = "client_gone"
+    TOKEN_EXPIRED = "token_expired"
+    DEADLINE = "deadline"
+    EVICTED = "evicted"
+    SHUTDOWN = "shutdown"
+    ERROR = "error"
+
+
+class Subscription:
+    """One stream's mailbox. Written by the broker greenlet, read by the stream greenlet."""
+
+    __slots__ = ("id", "user_id", "channels", "maxsize", "queue", "wakeup", "closed", "last_queued_id", "on_evict",
+                 "farewell")
+
+    def __init__(self, user_id: str, channels: Iterable[str], maxsize: int):
+        self.id = next(_ids)
+        self.user_id = user_id
+        self.channels = tuple(dict.fromkeys(channels))
+        self.maxsize = maxsize
+        self.queue: deque[Delivery] = deque()
+        self.wakeup = Event()
+        self.closed: str | None = None
+        # Highest id queued so far: events arrive in id order (one pub/sub
+        # connection per worker), so anything at or below it is a duplicate
+        # (replay overlap, or a catch-up after a broker reconnect).
+        self.last_queued_id: EventId = ZERO_ID
+        self.on_evict: Callable[[], None] | None = None
+        # Bytes to send before the stream ends on shutdown (a jittered retry:).
+        self.farewell = b""
+
+    def offer(self, delivery: Delivery) -> bool:
+        """Queue without blocking. Returns False when this call evicted the subscription."""
+        if self.closed is not None or delivery.id <= self.last_queued_id:
+            return True
+        if len(self.queue) >= self.maxsize:
+            self.close(CloseReason.EVICTED)
+            if self.on_evict is not None:
+                try:
+                    self.on_evict()
+                except Exception:  # pragma: no cover - best effort
+                    log.debug("on_evict failed", exc_info=True)
+            return False
+        self.queue.append(delivery)
+        self.last_queued_id = delivery.id
+        self.wakeup.set()
+        return True
+
+    def skip_through(self, event_id: EventId) -> None:
+        """Everything up to ``event_id`` is already taken care of (sent from
+        history, or covered by a reset): drop it from the queue and refuse it
+        later. This is the no-gap, no-duplicate hand-over from replay to live."""
+        if event_id <= self.last_queued_id and not self.queue:
+            return
+        self.queue = deque(d for d in self.queue if d.id > event_id)
+        self.last_queued_id = max(self.last_queued_id, event_id)
+
+    def take(self) -> list[Delivery]:
+        """Everything queued, oldest first (empties the queue)."""
+        items = list(self.queue)
+        self.queue.clear()
+        if self.closed is None:
+            self.wakeup.clear()
+        return items
+
+    def wait(self, timeout: float | None) -> bool:
+        """Block this greenlet until something is queued, the subscription closes, or timeout."""
+        if self.queue or self.closed is not None:
+            return True
+        return self.wakeup.wait(timeout)
+
+    def close(self, reason: str) -> None:
+        if self.closed is None:
+            self.closed = reason
+            self.queue.clear()
+            self.wakeup.set()
+
+    def __repr__(self) -> str:
+        return f"<Subscription {self.id} user={self.user_id!r} channels={len(self.channels)} closed={self.closed}>"
+
+
+class Hub:
+    def __init__(self, on_evict: Callable[[Subscription], None] | None = None):
+        self._channels: dict[str, set[Subscription]] = {}
+        self._subscriptions: set[Subscription] = set()
+        self._on_evict = on_evict
+
+    def subscribe(self, subscription: Subscription) -> list[str]:
+        """Register; returns the channels that had no local subscriber before."""
+        self._subscriptions.add(subscription)
+        first = []
+        for channel in subscription.channels:
+            members = self._channels.get(channel)
+            if members is None:
+                members = self._channels[channel] = set()
+                first.append(channel)
+            members.add(subscription)
+        return first
+
+    def unsubscribe(self, subscription: Subscription) -> list[str]:
+        """Forget; returns the channels that now have no local subscriber."""
+        self._subscriptions.discard(subscription)
+        emptied = []
+        for channel in subscription.channels:
+            members = self._channels.get(channel)
+            if members is None:
+                continue
+            members.discard(subscription)
+            if not members:
+                del self._channels[channel]
+                emptied.append(channel)
+        return emptied
+
+    def dispatch(self, channel: str, delivery: Delivery) -> int:
+        """Hand one event to every local subscriber of ``channel``; returns how many took it."""
+        members = self._channels.get(channel)
+        if not members:
+            return 0
+        delivered = 0
+        # Copy: an eviction callback may unsubscribe while we iterate.
+        for subscription in tuple(members):
+            if subscription.offer(delivery):
+                delivered += 1
+            elif self._on_evict is not None:
+                self._on_evict(subscription)
+        return delivered
+
+    def has_channel(self, channel: str) -> bool:
+        return channel in self._channels
+
+    def channels(self) -> list[str]:
+        return list(self._channels)
+
+    def __len__(self) -> int:
+        return len(self._subscriptions)
+
+    def subscriptions(self) -> list[Subscription]:
+        return list(self._subscriptions)
+
+    def close_all(self, reason: str = CloseReason.SHUTDOWN) -> int:
+        count = 0
+        for subscription in list(self._subscriptions):
+            subscription.close(reason)
+            count += 1
+        return count

@@ -1,0 +1,73 @@
+"""Prometheus metrics, correct across gunicorn workers.
+
+With ``PROMETHEUS_MULTIPROC_DIR`` set (gunicorn.conf.py and the image set it)
+prometheus_client writes each worker's values to files there and ``/metrics``
+sums them; ``gunicorn.conf.py`` removes a dead worker's live gauges. Without
+it (tests, a single process) the values live in this process.
+
+Label values are bounded sets (reasons, target kinds, status codes), never a
+user id or a topic.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import multiprocess
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.streams_open = Gauge("notifier_streams_open", "Open SSE streams", registry=r, multiprocess_mode="livesum")
+        self.stream_connects = Counter("notifier_stream_connects_total", "SSE streams opened", registry=r)
+        self.stream_disconnects = Counter(
+            "notifier_stream_disconnects_total", "SSE streams closed, by reason", ["reason"], registry=r)
+        self.stream_rejections = Counter(
+            "notifier_stream_rejections_total", "SSE stream requests refused, by HTTP status", ["status"], registry=r)
+        self.events_published = Counter(
+            "notifier_events_published_total", "Events accepted by the publish API, by target kind", ["target"], registry=r)
+        self.events_delivered = Counter(
+            "notifier_events_delivered_total", "Events written to SSE streams", registry=r)
+        self.publish_to_write = Histogram(
+            "notifier_publish_to_write_seconds", "Time from publish (event id) to the write to a stream",
+            buckets=LATENCY_BUCKETS, registry=r)
+        self.replays = Counter("notifier_replays_total", "Streams resumed from Last-Event-ID", registry=r)
+        self.replayed_events = Counter("notifier_replayed_events_total", "Events sent from history on resume", registry=r)
+        self.resets = Counter("notifier_replay_resets_total", "Resumes that could not replay, by reason", ["reason"], registry=r)
+        self.evictions = Counter("notifier_evictions_total", "Slow streams disconnected because their queue was full", registry=r)
+        self.subscriber_reconnects = Counter(
+            "notifier_subscriber_reconnects_total", "Redis pub/sub subscriber reconnects", registry=r)
+        self.subscriber_probe_age = Gauge(
+            "notifier_subscriber_probe_age_seconds", "Seconds since the pub/sub connection last proved alive",
+            registry=r, multiprocess_mode="livemax")
+        self.subscriber_up = Gauge(
+            "notifier_subscriber_up", "1 when this worker's pub/sub subscriber is connected",
+            registry=r, multiprocess_mode="livemin")
+        self.auth_failures = Counter("notifier_auth_failures_total", "Rejected credentials, by endpoint", ["endpoint"], registry=r)
+        self.publish_errors = Counter("notifier_publish_errors_total", "Failed publish requests, by HTTP status", ["status"], registry=r)
+        self.draining = Gauge("notifier_draining", "1 while this worker drains for shutdown", registry=r,
+                              multiprocess_mode="livemax")
+
+    def exposition(self) -> tuple[bytes, str]:
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            return generate_latest(registry), CONTENT_TYPE_LATEST
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+_metrics: Metrics | None = None
+
+
+def process_metrics() -> Metrics:
+    """One set per process: prometheus_client metrics are process-wide by nature
+    (in multiprocess mode they are files named after the pid)."""
+    global _metrics
+    if _metrics is None:
+        _metrics = Metrics()
+    return _metrics

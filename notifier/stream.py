@@ -1,0 +1,121 @@
+"""The SSE response body: a generator held by one greenlet per client.
+
+Every stream has a heartbeat, a deadline and a ``finally``:
+
+- the first chunk (``retry:`` and a comment) goes out at once, so proxies and
+  the browser see the stream open before the first event;
+- a heartbeat comment after every ``heartbeat`` seconds of silence; before
+  it, a non-blocking peek at the socket notices a client that has gone (a
+  write alone would only fail on the *next* write), so a closed client is
+  unsubscribed and freed within one heartbeat;
+- the stream ends at its deadline (token expiry, or a jittered maximum age so
+  reconnects spread out), on shutdown, or on eviction;
+- ``finally`` detaches from the broker however the generator ends (the
+  server calls ``close()`` when a write fails).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+from .events import comment, retry
+from .hub import CloseReason, Subscription
+
+log = logging.getLogger("notifier.stream")
+
+SSE_HEADERS = {
+    "Content-Type": "text/event-stream; charset=utf-8",
+    "Cache-Control": "no-cache",
+    "X-Accel-Buffering": "no",  # nginx: do not buffer this response
+}
+
+
+def client_socket(environ: dict[str, Any]) -> Any:
+    """The raw client socket where the server exposes it (gunicorn does)."""
+    sock = environ.get("gunicorn.socket")
+    return getattr(sock, "_sock", sock)  # gevent wraps the raw socket
+
+
+def client_gone(raw_socket: Any) -> bool:
+    """True when the peer has closed its side. Never blocks.
+
+    An SSE client sends nothing after its request, so a readable socket with
+    no data means EOF.
+    """
+    if raw_socket is None:
+        return False
+    try:
+        return raw_socket.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except (BlockingIOError, InterruptedError):
+        return False
+    except OSError:
+        return True
+
+
+def shutdown_socket(raw_socket: Any) -> None:
+    """Wake a greenlet blocked writing to a client that stopped reading."""
+    if raw_socket is None:
+        return
+    try:
+        raw_socket.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+@dataclass
+class StreamPlan:
+    subscription: Subscription
+    heartbeat: float
+    deadline: float  # time.monotonic() value
+    deadline_reason: str
+    retry_ms: int
+    opening: bytes = b""  # replayed events or a reset, sent with the first chunk
+    raw_socket: Any = None
+
+
+def event_stream(plan: StreamPlan, detach: Callable[[Subscription], None],
+                 on_write: Callable[[list[Any]], None], on_close: Callable[[str, int], None]) -> Iterator[bytes]:
+    sub = plan.subscription
+    reason = CloseReason.CLIENT_GONE
+    sent = 0
+    try:
+        yield retry(plan.retry_ms) + comment("connected") + plan.opening
+        next_heartbeat = time.monotonic() + plan.heartbeat
+        while True:
+            now = time.monotonic()
+            if sub.closed is not None:
+                reason = sub.closed
+                if sub.farewell:
+                    yield sub.farewell
+                break
+            if now >= plan.deadline:
+                reason = plan.deadline_reason
+                break
+            if sub.wait(min(next_heartbeat, plan.deadline) - now):
+                items = sub.take()
+                if items:
+                    yield b"".join([item.frame for item in items])
+                    sent += len(items)
+                    on_write(items)
+                    next_heartbeat = time.monotonic() + plan.heartbeat
+                continue
+            if time.monotonic() >= next_heartbeat:
+                if client_gone(plan.raw_socket):
+                    reason = CloseReason.CLIENT_GONE
+                    break
+                yield b":\n\n"
+                next_heartbeat = time.monotonic() + plan.heartbeat
+    except GeneratorExit:
+        reason = CloseReason.CLIENT_GONE
+        raise
+    except Exception:
+        reason = CloseReason.ERROR
+        log.exception("stream failed")
+        raise
+    finally:
+        detach(sub)
+        on_close(reason, sent)
