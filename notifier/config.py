@@ -136,11 +136,12 @@ class Config:
                 secret = load_dev_secret(reader.text("DEV_SECRET_FILE"))
             if secret is None:
                 reader.problem("NOTIFIER_JWT_SECRET is required (or NOTIFIER_JWT_PUBLIC_KEY_FILE with NOTIFIER_JWT_ALGORITHM=RS256/ES256)")
-            elif len(secret.encode("utf-8")) < MIN_SECRET_BYTES:
+            elif len(secret.encode("utf-8")) < _min_secret_bytes(algorithm):
+                needed = _min_secret_bytes(algorithm)
                 if dev:
-                    log.warning("NOTIFIER_JWT_SECRET is shorter than %d bytes: refused outside development", MIN_SECRET_BYTES)
+                    log.warning("NOTIFIER_JWT_SECRET is shorter than %d bytes: refused outside development", needed)
                 else:
-                    reader.problem(f"NOTIFIER_JWT_SECRET is too weak: at least {MIN_SECRET_BYTES} bytes are required")
+                    reader.problem(f"NOTIFIER_JWT_SECRET is too weak: at least {needed} bytes are required for {algorithm}")
         elif algorithm in KEY_ALGORITHMS:
             if secret:
                 reader.problem(f"NOTIFIER_JWT_SECRET is set but NOTIFIER_JWT_ALGORITHM is {algorithm}; give NOTIFIER_JWT_PUBLIC_KEY_FILE instead")
@@ -253,6 +254,11 @@ class _Reader:
         except OSError as exc:
             self.problem(f"{PREFIX}{name}: cannot read {path}: {exc.strerror}")
             return None
+
+
+def _min_secret_bytes(algorithm: str) -> int:
+    """RFC 7518 3.2: an HMAC key at least as long as the hash (32/48/64 bytes)."""
+    return max(MIN_SECRET_BYTES, int(algorithm[2:]) // 8)
 
 
 def default_dev_secret_file() -> Path:

@@ -34,12 +34,24 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, default=str, ensure_ascii=False)
 
 
+class _StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stdout`` is now (it may be replaced after setup)."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
 def configure_logging(level: str = "INFO") -> None:
     """Route the ``notifier`` loggers to stdout as JSON (idempotent)."""
     logger = logging.getLogger("notifier")
     logger.setLevel(level)
     if not any(getattr(h, "_notifier", False) for h in logger.handlers):
-        handler = logging.StreamHandler(sys.stdout)
+        handler = _StdoutHandler()
         handler.setFormatter(JsonFormatter())
         handler._notifier = True  # type: ignore[attr-defined]
         logger.addHandler(handler)

@@ -87,7 +87,10 @@ class MemoryBroker:
             return Replay(reset=True, reason="too_old")
         streams = []
         for channel in channels:
-            if self._trimmed.get(channel, ZERO_ID) > after:
+            history = self._history.get(channel)
+            # Same rule as Redis: once a channel was trimmed, a resume point
+            # below its oldest kept event may have lost something.
+            if channel in self._trimmed and history and history[0].id > after:
                 return Replay(reset=True, reason="too_old")
             streams.append([d for d in self._history.get(channel, ()) if d.id > after])
         events = merge_by_id(streams)

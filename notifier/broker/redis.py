@@ -240,6 +240,8 @@ class RedisBroker:
                 # greenlets (the streams) run between messages.
                 gevent.sleep(0)
                 continue
+            # Yield even when the socket wait did not (an unpatched process).
+            gevent.sleep(0)
             if probe_sent is not None:
                 if now - probe_sent > self.probe_timeout:
                     raise ProbeFailed(f"no probe back in {self.probe_timeout:g}s")

@@ -35,7 +35,7 @@ for i = 2, #KEYS do
   local id = string.format('%d-%d', ms, seq)
   local channel = ARGV[2 * i - 1]
   local payload = '{"id":"' .. id .. '",' .. ARGV[2 * i]
-  redis.call('XADD', KEYS[i], 'MAXLEN', '~', maxlen, id, 'd', payload)
+  redis.call('XADD', KEYS[i], 'MAXLEN', maxlen, id, 'd', payload)
   redis.call('XTRIM', KEYS[i], 'MINID', '~', string.format('%d-0', now - max_age_ms))
   redis.call('PEXPIRE', KEYS[i], max_age_ms)
   out[#out + 1] = id
@@ -121,13 +121,19 @@ class RedisStore:
         info: list[Any] = []
         if with_info:
             existing = [channel for channel, exists in zip(channels, results[len(channels):2 * len(channels)]) if exists]
-            info = self._max_deleted(existing)
+            info = self._trim_horizons(existing)
         ms, seq = results[-1]
         last = (int(ms), int(seq)) if ms is not None and seq is not None else (0, 0)
         return streams, info, last
 
-    def _max_deleted(self, channels: Sequence[str]) -> list[EventId]:
-        """Highest id trimmed from each channel's history (Redis >= 7.0)."""
+    def _trim_horizons(self, channels: Sequence[str]) -> list[EventId]:
+        """For each channel whose history has been trimmed, its oldest kept id.
+
+        A resume point below it may have lost events. (Redis 7.0 does not
+        record trimmed ids in max-deleted-entry-id, so compare entries-added
+        with the length instead.) This can reset a client that was exactly
+        at the last trimmed event, never miss a real gap.
+        """
         if not channels:
             return []
         pipe = self.client.pipeline(transaction=False)
@@ -135,20 +141,26 @@ class RedisStore:
             pipe.xinfo_stream(self.names.history_key(channel))
         out = []
         for info in pipe.execute(raise_on_error=False):
-            if isinstance(info, dict):
-                raw = info.get("max-deleted-entry-id") or info.get(b"max-deleted-entry-id")
-                parsed = parse_event_id(_text(raw)) if raw is not None else None
+            if not isinstance(info, dict):
+                continue
+            added, length, first = info.get("entries-added"), info.get("length"), info.get("first-entry")
+            if added is None or length is None or int(added) <= int(length):
+                continue
+            if first:
+                parsed = parse_event_id(_text(first[0]))
                 if parsed is not None:
                     out.append(parsed)
+            else:  # everything trimmed (by age): any resume point is suspect
+                out.append((2**62, 0))
         return out
 
     def replay(self, channels: Sequence[str], after: EventId) -> Replay:
-        streams, max_deleted, last = self.read_after(channels, after, with_info=True)
+        streams, horizons, last = self.read_after(channels, after, with_info=True)
         if after > last:
             return Replay(reset=True, reason="unknown_id")
         if after[0] < int(time.time() * 1000) - self.history_max_age_ms:
             return Replay(reset=True, reason="too_old")
-        if any(deleted > after for deleted in max_deleted):
+        if any(horizon > after for horizon in horizons):
             return Replay(reset=True, reason="too_old")
         if any(len(stream) > self.replay_max_events for stream in streams):
             return Replay(reset=True, reason="too_many")

@@ -1,0 +1,47 @@
+"""Shared fixtures. The pytest process itself is never gevent-patched: gevent
+behaviour is tested through real gunicorn subprocesses."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Iterator
+
+import pytest
+
+from notifier import create_app
+from notifier.config import Config
+
+from .support.processes import RedisServer
+from .support.tokens import SECRET
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """One throwaway redis-server for the session (tests that kill Redis start their own)."""
+    server = RedisServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def prefix() -> str:
+    """A unique key prefix per test, so tests sharing a Redis never see each other."""
+    return f"t{uuid.uuid4().hex[:10]}:"
+
+
+def make_config(**overrides: object) -> Config:
+    base = dict(jwt_secret=SECRET, heartbeat_seconds=0.2, retry_ms=100)
+    base.update(overrides)
+    return Config.for_testing(**base)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def app():
+    application = create_app(make_config())
+    yield application
+    application.extensions["notifier"].broker.stop()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()

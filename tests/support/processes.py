@@ -1,0 +1,203 @@
+"""Real processes for the tests: a throwaway redis-server and gunicorn with
+gevent workers, each on a free loopback port, stopped by PID.
+
+redis-server missing is a loud failure, never a skip: CI installs it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import redis
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(predicate: Any, timeout: float, interval: float = 0.05, message: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except Exception as exc:  # noqa: BLE001 - keep polling, report the last one
+            last_error = exc
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {message}" + (f" (last error: {last_error!r})" if last_error else ""))
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(entry))
+    return sorted(found)
+
+
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as handle:
+        for line in handle:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+class RedisServer:
+    def __init__(self, port: int | None = None):
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server is not on PATH: install it (apt-get install -y redis-server); these tests never skip")
+        self.binary = binary
+        self.port = port or free_port()
+        self.dir = tempfile.mkdtemp(prefix="notifier-redis-")
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> "RedisServer":
+        args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                "--dir", self.dir, "--logfile", os.path.join(self.dir, "redis.log")]
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_until(self.ping, 10, message=f"redis-server on port {self.port}")
+        return self
+
+    def ping(self) -> bool:
+        client = redis.Redis(port=self.port, socket_timeout=0.5, socket_connect_timeout=0.5)
+        try:
+            return bool(client.ping())
+        except redis.RedisError:
+            return False
+        finally:
+            client.close()
+
+    def client(self, **kwargs: Any) -> "redis.Redis[bytes]":
+        return redis.Redis(port=self.port, socket_timeout=5, **kwargs)
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(sig)
+            if sig in (signal.SIGKILL, signal.SIGTERM):
+                self.process.wait(10)
+
+    def pause(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
+    def restart(self) -> None:
+        self.kill()
+        self.start()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)
+            self.process.kill()
+            self.process.wait(10)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Gunicorn:
+    """``gunicorn -c gunicorn.conf.py wsgi:app`` with gevent workers."""
+
+    def __init__(self, env: dict[str, str], workers: int = 2, port: int | None = None):
+        self.port = port or free_port()
+        self.workers = workers
+        self.log_path = Path(tempfile.mkdtemp(prefix="notifier-gunicorn-")) / "gunicorn.log"
+        self.env = dict(os.environ)
+        # Never inherit the developer's settings: every test says what it runs with.
+        for name in list(self.env):
+            if name.startswith("NOTIFIER_") or name == "PROMETHEUS_MULTIPROC_DIR":
+                del self.env[name]
+        self.env.update({
+            "NOTIFIER_BIND": f"127.0.0.1:{self.port}",
+            "NOTIFIER_WORKERS": str(workers),
+            "NOTIFIER_LOG_LEVEL": "INFO",
+        })
+        self.env.update(env)
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, wait_ready: bool = True) -> "Gunicorn":
+        self._log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"), "--chdir", str(ROOT), "wsgi:app"],
+            env=self.env, stdout=self._log, stderr=subprocess.STDOUT, cwd=str(ROOT),
+        )
+        wait_until(lambda: len(self.worker_pids()) == self.workers, 20, message="gunicorn workers")
+        if wait_ready:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float = 20) -> None:
+        import requests
+
+        def ready() -> bool:
+            if self.process is not None and self.process.poll() is not None:
+                raise AssertionError(f"gunicorn exited with {self.process.returncode}:\n{self.log()}")
+            # Ask enough times that every worker has answered.
+            return all(requests.get(self.url + "/readyz", timeout=1).status_code == 200 for _ in range(self.workers * 4))
+
+        wait_until(ready, timeout, interval=0.1, message="gunicorn /readyz")
+
+    def worker_pids(self) -> list[int]:
+        if self.process is None:
+            return []
+        return children_of(self.process.pid)
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def signal(self, sig: int) -> None:
+        assert self.process is not None
+        self.process.send_signal(sig)
+
+    def wait(self, timeout: float) -> int:
+        assert self.process is not None
+        return self.process.wait(timeout)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                for pid in self.worker_pids():
+                    os.kill(pid, signal.SIGKILL)
+                self.process.kill()
+                self.process.wait(10)
+        if getattr(self, "_log", None):
+            self._log.close()

@@ -1,0 +1,265 @@
+"""SSE clients for tests: a parser that follows the spec's line rules, a
+single connection, and an EventSource-like client that reconnects with
+Last-Event-ID in a background thread."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+
+@dataclass
+class SSEEvent:
+    id: str | None = None
+    event: str = "message"
+    data: str = ""
+    retry: int | None = None
+
+    def json(self) -> Any:
+        return json.loads(self.data)
+
+
+class SSEParser:
+    """Incremental parser per the HTML spec: lines end with CRLF, LF or CR."""
+
+    def __init__(self) -> None:
+        self._buffer = ""
+        self._data: list[str] = []
+        self._id: str | None = None
+        self._event = ""
+        self._retry: int | None = None
+        self._pending_cr = False
+        self.comments = 0
+        self.last_retry: int | None = None
+
+    def feed(self, text: str) -> list[SSEEvent]:
+        out: list[SSEEvent] = []
+        if self._pending_cr and text.startswith("\n"):
+            text = text[1:]
+        self._pending_cr = False
+        self._buffer += text
+        while True:
+            positions = [p for p in (self._buffer.find("\r"), self._buffer.find("\n")) if p >= 0]
+            if not positions:
+                break
+            end = min(positions)
+            line = self._buffer[:end]
+            if self._buffer[end] == "\r":
+                if end + 1 < len(self._buffer):
+                    skip = 2 if self._buffer[end + 1] == "\n" else 1
+                else:
+                    skip = 1
+                    self._pending_cr = True
+            else:
+                skip = 1
+            self._buffer = self._buffer[end + skip:]
+            event = self._line(line)
+            if event is not None:
+                out.append(event)
+        return out
+
+    def _line(self, line: str) -> SSEEvent | None:
+        if line == "":
+            if not self._data and self._id is None and not self._event:
+                return None
+            event = SSEEvent(self._id, self._event or "message", "\n".join(self._data), self._retry)
+            self._data, self._event, self._retry = [], "", None
+            return event
+        if line.startswith(":"):
+            self.comments += 1
+            return None
+        name, _, value = line.partition(":")
+        if value.startswith(" "):
+            value = value[1:]
+        if name == "data":
+            self._data.append(value)
+        elif name == "event":
+            self._event = value
+        elif name == "id":
+            self._id = value
+        elif name == "retry" and value.isdigit():
+            self._retry = self.last_retry = int(value)
+        return None
+
+
+class SSEConnection:
+    """One HTTP/1.1 GET held open; read events with a timeout."""
+
+    def __init__(self, url: str, headers: dict[str, str] | None = None, timeout: float = 10):
+        parts = urlsplit(url)
+        self.sock = socket.create_connection((parts.hostname, parts.port or 80), timeout=timeout)
+        path = parts.path + (f"?{parts.query}" if parts.query else "")
+        lines = [f"GET {path} HTTP/1.1", f"Host: {parts.netloc}", "Accept: text/event-stream"]
+        lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+        self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        self.parser = SSEParser()
+        self.status, self.headers, rest = self._read_head()
+        self._chunked = self.headers.get("transfer-encoding", "").lower() == "chunked"
+        self._raw = rest
+        self.closed = False
+        self.body = b""  # non-stream responses
+
+    def _read_head(self) -> tuple[int, dict[str, str], bytes]:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("closed before headers")
+            data += chunk
+        head, rest = data.split(b"\r\n\r\n", 1)
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        headers = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        return status, headers, rest
+
+    def read_body(self, timeout: float = 5) -> bytes:
+        """For error responses: the whole body (Content-Length)."""
+        length = int(self.headers.get("content-length", "0"))
+        self.sock.settimeout(timeout)
+        data = self._raw
+        while len(data) < length:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        return data[:length]
+
+    def _decode_chunks(self) -> tuple[bytes, bool]:
+        """Complete chunks from the raw buffer; True when the last chunk arrived."""
+        out = b""
+        while True:
+            if b"\r\n" not in self._raw:
+                return out, False
+            size_line, rest = self._raw.split(b"\r\n", 1)
+            size = int(size_line.split(b";")[0], 16)
+            if size == 0:
+                return out, True
+            if len(rest) < size + 2:
+                return out, False
+            out += rest[:size]
+            self._raw = rest[size + 2:]
+
+    def events(self, timeout: float) -> list[SSEEvent]:
+        """Whatever events arrive within ``timeout`` (returns early once one has)."""
+        deadline = time.monotonic() + timeout
+        found: list[SSEEvent] = []
+        while not found and not self.closed:
+            payload, ended = self._decode_chunks() if self._chunked else (self._raw, False)
+            if not self._chunked:
+                self._raw = b""
+            if payload:
+                found.extend(self.parser.feed(payload.decode("utf-8")))
+            if ended:
+                self.closed = True
+                break
+            if found:
+                break
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            self.sock.settimeout(left)
+            try:
+                chunk = self.sock.recv(65536)
+            except socket.timeout:
+                break
+            except OSError:
+                self.closed = True
+                break
+            if not chunk:
+                self.closed = True
+                break
+            self._raw += chunk
+        return found
+
+    def collect(self, count: int, timeout: float) -> list[SSEEvent]:
+        deadline = time.monotonic() + timeout
+        got: list[SSEEvent] = []
+        while len(got) < count and time.monotonic() < deadline and not self.closed:
+            got.extend(self.events(deadline - time.monotonic()))
+        return got
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        self.closed = True
+
+
+@dataclass
+class EventSourceClient:
+    """Behaves like a browser's EventSource: reconnects after the stream ends
+    or fails, sending Last-Event-ID, waiting ``retry`` (as the server set it).
+
+    Runs in a thread; ``events`` holds every event received, in order.
+    """
+
+    url: str
+    headers: dict[str, str] = field(default_factory=dict)
+    max_retry_seconds: float = 1.0
+    events: list[SSEEvent] = field(default_factory=list)
+    connects: int = 0
+    statuses: list[int] = field(default_factory=list)
+    last_event_id: str | None = None
+
+    def __post_init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.connection: SSEConnection | None = None
+        self.opened = threading.Event()
+
+    def start(self) -> "EventSourceClient":
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        retry_seconds = 0.2
+        while not self._stop.is_set():
+            headers = dict(self.headers)
+            if self.last_event_id:
+                headers["Last-Event-ID"] = self.last_event_id
+            try:
+                connection = SSEConnection(self.url, headers, timeout=5)
+                self.connection = connection
+                self.statuses.append(connection.status)
+                if connection.status == 200:
+                    self.connects += 1
+                    self.opened.set()
+                    while not self._stop.is_set() and not connection.closed:
+                        for event in connection.events(0.2):
+                            if event.retry is not None:
+                                retry_seconds = min(event.retry / 1000, self.max_retry_seconds)
+                            if event.id is not None:
+                                self.last_event_id = event.id
+                            if event.data or event.event != "message":
+                                self.events.append(event)
+                        if connection.parser.last_retry is not None:
+                            retry_seconds = min(connection.parser.last_retry / 1000, self.max_retry_seconds)
+                connection.close()
+            except OSError:
+                pass
+            self._stop.wait(retry_seconds)
+
+    def drop(self) -> None:
+        """Simulate a network blip: close the socket under the client."""
+        if self.connection is not None:
+            try:
+                self.connection.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.drop()
+        self._thread.join(10)
+
+    def notifications(self) -> list[Any]:
+        return [event.json() for event in self.events if event.event not in ("reset",)]

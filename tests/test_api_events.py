@@ -1,0 +1,232 @@
+"""GET /v1/events and /v1/notifications through the unbuffered Werkzeug client
+(embedded broker): auth, topics, headers, framing, heartbeats, deadlines."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from notifier import create_app
+
+from .conftest import make_config
+from .support import tokens
+from .support.sse import SSEParser
+
+
+def open_stream(client, headers=None, query=""):
+    response = client.get("/v1/events" + query, headers=headers or {}, buffered=False)
+    return response, iter(response.response)
+
+
+def publish(client, body, token=None):
+    return client.post("/v1/publish", json=body, headers=tokens.bearer(token or tokens.publisher()))
+
+
+def events_in(chunk: bytes):
+    return SSEParser().feed(chunk.decode())
+
+
+def assert_json_error(response, status: int, code: str | None = None):
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert response.mimetype == "application/json"
+    body = response.get_json()
+    assert set(body) == {"error"} and body["error"]["message"]
+    if code:
+        assert body["error"]["code"] == code
+    return body["error"]
+
+
+@pytest.mark.parametrize("headers, query, why", [
+    ({}, "", "missing"),
+    (tokens.bearer(tokens.token(secret="another-secret-" + "y" * 40)), "", "bad signature"),
+    (tokens.bearer(tokens.token(algorithm="HS512")), "", "wrong algorithm"),
+    (tokens.bearer(tokens.unsigned()), "", "alg none"),
+    (tokens.bearer(tokens.token(ttl=-60)), "", "expired"),
+    (tokens.bearer(tokens.token(token_type="refresh")), "", "refresh token"),
+    (tokens.bearer("not.a.jwt"), "", "garbage"),
+    ({"Authorization": "Basic YWxpY2U6cHc="}, "", "wrong scheme"),
+    ({}, f"?token={tokens.token()}", "query string token"),
+    ({}, f"?access_token={tokens.token()}", "query string token"),
+])
+def test_subscribe_auth_failures_are_401_json(client, app, headers, query, why) -> None:
+    response, _ = open_stream(client, headers, query)
+    error = assert_json_error(response, 401, "unauthorized")
+    assert "text/event-stream" not in response.content_type
+    assert len(app.extensions["notifier"].hub) == 0, f"{why}: nothing may stay subscribed"
+
+
+def test_query_token_error_explains_why(client) -> None:
+    response, _ = open_stream(client, {}, f"?token={tokens.token()}")
+    assert "query string" in response.get_json()["error"]["message"]
+
+
+def test_publisher_credentials_cannot_subscribe(client) -> None:
+    response, _ = open_stream(client, tokens.bearer(tokens.publisher()))
+    assert_json_error(response, 403, "forbidden")
+
+
+def test_stream_headers_and_first_chunk_come_at_once(client) -> None:
+    response, chunks = open_stream(client, tokens.bearer(tokens.token("alice")))
+    assert response.status_code == 200
+    assert response.headers["Content-Type"] == "text/event-stream; charset=utf-8"
+    assert response.headers["Cache-Control"] == "no-cache"
+    assert response.headers["X-Accel-Buffering"] == "no"
+    assert "Content-Length" not in response.headers
+    started = time.monotonic()
+    first = next(chunks)
+    assert time.monotonic() - started < 0.1
+    assert first.startswith(b"retry: 100\n\n: connected\n\n")
+    response.close()
+
+
+def test_cookie_auth_and_delivery(client, app) -> None:
+    client.set_cookie("notifier_access", tokens.token("alice"), domain="localhost")
+    response, chunks = open_stream(client)
+    assert response.status_code == 200
+    next(chunks)
+    assert publish(client, {"user_id": "alice", "type": "order.shipped", "message": "Shipped!\n\u2028ok",
+                            "data": {"order": 7}}).status_code == 202
+    [event] = events_in(next(chunks))
+    body = event.json()
+    assert event.event == "order.shipped" and event.id == body["id"]
+    assert body["user_id"] == "alice" and body["message"] == "Shipped!\n\u2028ok" and body["data"] == {"order": 7}
+    assert body["type"] == "order.shipped" and body["timestamp"].endswith("Z")
+    response.close()
+    assert len(app.extensions["notifier"].hub) == 0, "closing the response unsubscribes"
+
+
+def test_users_only_receive_what_is_theirs(client) -> None:
+    streams = {}
+    for user in ("alice", "bob"):
+        response, chunks = open_stream(client, tokens.bearer(tokens.token(user)))
+        next(chunks)
+        streams[user] = (response, chunks)
+    publish(client, {"user_id": "bob", "message": "for bob"})
+    publish(client, {"broadcast": True, "message": "for all"})
+    alice_events = events_in(next(streams["alice"][1]))
+    assert [e.json()["message"] for e in alice_events] == ["for all"]
+    bob_events = events_in(next(streams["bob"][1]))
+    assert [e.json()["message"] for e in bob_events] == ["for bob", "for all"]
+    for response, _ in streams.values():
+        response.close()
+
+
+def test_topics_need_a_grant(client) -> None:
+    granted = tokens.bearer(tokens.token("alice", topics=["orders:*", "news"]))
+    response, chunks = open_stream(client, granted, "?topic=orders:42&topic=news")
+    assert response.status_code == 200
+    next(chunks)
+    publish(client, {"topic": "orders:42", "message": "order update"})
+    publish(client, {"topic": "orders:43", "message": "someone else's order"})
+    [event] = events_in(next(chunks))
+    assert event.json() ["topic"] == "orders:42"
+    response.close()
+    for query, status in (("?topic=billing", 403), ("?topic=orders", 403), ("?topic=bad%0Atopic", 400),
+                          ("?topic=" + "&topic=".join(f"news{i}" for i in range(30)), 400)):
+        response, _ = open_stream(client, granted, query)
+        assert_json_error(response, status)
+    response, _ = open_stream(client, tokens.bearer(tokens.token("bob")), "?topic=orders:42")
+    assert_json_error(response, 403, "forbidden")
+
+
+def test_heartbeat_comments_keep_the_stream_alive(client) -> None:
+    response, chunks = open_stream(client, tokens.bearer(tokens.token("alice")))
+    next(chunks)
+    started = time.monotonic()
+    assert next(chunks) == b":\n\n"
+    assert 0.15 < time.monotonic() - started < 1.0
+    response.close()
+
+
+def test_stream_ends_when_the_token_expires(client, app) -> None:
+    token = tokens.token("alice", ttl=2)
+    expires_at = json.loads(__import__("base64").urlsafe_b64decode(token.split(".")[1] + "=="))["exp"]
+    response, chunks = open_stream(client, tokens.bearer(token))
+    rest = b"".join(chunks)  # ends by itself
+    assert abs(time.time() - expires_at) < 0.5
+    assert b"data:" not in rest
+    assert len(app.extensions["notifier"].hub) == 0
+
+
+def test_resume_with_last_event_id_replays_in_order(client) -> None:
+    ids = [publish(client, {"user_id": "alice", "message": str(i)}).get_json()["published"][0]["id"] for i in range(4)]
+    publish(client, {"user_id": "bob", "message": "not alice's"})
+    response, chunks = open_stream(client, {**tokens.bearer(tokens.token("alice")), "Last-Event-ID": ids[1]})
+    replayed = events_in(next(chunks))
+    assert [e.id for e in replayed] == ids[2:]
+    live_id = publish(client, {"user_id": "alice", "message": "live"}).get_json()["published"][0]["id"]
+    [live] = events_in(next(chunks))
+    assert live.json()["message"] == "live" and live.id == live_id
+    response.close()
+    # The query parameter works for the first connect after a page load.
+    response, chunks = open_stream(client, tokens.bearer(tokens.token("alice")), f"?last_event_id={ids[2]}")
+    assert [e.id for e in events_in(next(chunks))] == [ids[3], live_id]
+    response.close()
+
+
+@pytest.mark.parametrize("bad", ["garbage", "99999999999999-0"])
+def test_unknown_last_event_id_gets_a_reset_event(client, bad) -> None:
+    publish(client, {"user_id": "alice", "message": "x"})
+    response, chunks = open_stream(client, {**tokens.bearer(tokens.token("alice")), "Last-Event-ID": bad})
+    [reset] = events_in(next(chunks))
+    assert reset.event == "reset" and reset.json()["reason"] == "unknown_id"
+    assert reset.id == reset.json()["resume_from"], "moves the browser's Last-Event-ID forward"
+    response.close()
+
+
+def test_recent_notifications_newest_first_with_resume_point(client) -> None:
+    ids = [publish(client, {"user_id": "alice", "message": str(i)}).get_json()["published"][0]["id"] for i in range(3)]
+    publish(client, {"broadcast": True, "message": "all"})
+    newest = publish(client, {"user_id": "bob", "message": "not alice's"}).get_json()["published"][0]["id"]
+    headers = tokens.bearer(tokens.token("alice"))
+    body = client.get("/v1/notifications?limit=3", headers=headers).get_json()
+    assert [n["message"] for n in body["notifications"]] == ["all", "2", "1"]
+    assert body["next_before"] == ids[1]
+    older = client.get(f"/v1/notifications?limit=3&before={body['next_before']}", headers=headers).get_json()
+    assert [n["message"] for n in older["notifications"]] == ["0"] and older["next_before"] is None
+    assert body["resume_from"] == newest, "the newest position overall, so the stream misses nothing"
+    assert_json_error(client.get("/v1/notifications?limit=0", headers=headers), 400)
+    assert_json_error(client.get("/v1/notifications?before=x", headers=headers), 400)
+    assert_json_error(client.get("/v1/notifications"), 401)
+
+
+def test_health_and_drain(client, app) -> None:
+    assert client.get("/livez").get_json() == {"status": "ok"}
+    assert client.get("/readyz").status_code == 200
+    response, chunks = open_stream(client, tokens.bearer(tokens.token("alice")))
+    next(chunks)
+    app.extensions["notifier"].drain(window=0)
+    ready = client.get("/readyz")
+    assert ready.status_code == 503 and ready.get_json()["reason"] == "draining"
+    refused, _ = open_stream(client, tokens.bearer(tokens.token("bob")))
+    assert_json_error(refused, 503, "draining")
+    assert refused.headers["Retry-After"]
+    tail = b"".join(chunks)  # the drain ends the open stream with a fresh retry:
+    assert tail.startswith(b"retry: ")
+
+
+def test_metrics_and_json_errors_for_unknown_routes(client) -> None:
+    text = client.get("/metrics").get_data(as_text=True)
+    for name in ("notifier_streams_open", "notifier_events_published_total", "notifier_stream_disconnects_total"):
+        assert name in text
+    assert_json_error(client.get("/nope"), 404)
+    assert_json_error(client.delete("/v1/events"), 405)
+
+
+def test_request_id_is_echoed_or_made(client) -> None:
+    assert client.get("/livez", headers={"X-Request-ID": "abc-123"}).headers["X-Request-ID"] == "abc-123"
+    made = client.get("/livez", headers={"X-Request-ID": "bad id\twith tab"}).headers["X-Request-ID"]
+    assert made and " " not in made
+
+
+def test_dev_page_only_in_development() -> None:
+    dev = create_app(make_config())
+    prod = create_app(make_config(env="production"))
+    try:
+        assert b"EventSource" in dev.test_client().get("/").data
+        assert prod.test_client().get("/").status_code == 404
+    finally:
+        dev.extensions["notifier"].broker.stop()
+        prod.extensions["notifier"].broker.stop()

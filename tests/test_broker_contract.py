@@ -1,0 +1,147 @@
+"""One contract, two brokers: the embedded memory broker and the Redis broker
+(against a real redis-server, unique key prefix per test)."""
+
+from __future__ import annotations
+
+import time
+from typing import Iterator
+
+import gevent
+import pytest
+
+from notifier.broker.memory import MemoryBroker
+from notifier.broker.redis import RedisBroker
+from notifier.channels import ChannelNames
+from notifier.events import BROADCAST, Limits, Target, parse_event_id, validate_notification
+from notifier.hub import Hub, Subscription
+
+TS = "2026-01-01T00:00:00.000Z"
+
+
+def note(target: Target, message: str = "m"):
+    item = {"message": message}
+    if target.kind == "broadcast":
+        item["broadcast"] = True
+    elif target.kind == "user":
+        item["user_id"] = target.name
+    else:
+        item["topic"] = target.name
+    return validate_notification(item, Limits(), TS)
+
+
+def pump_until(predicate, timeout: float = 5.0):
+    """Let the broker's greenlet run (this process is not monkey-patched)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        gevent.sleep(0.01)
+    raise AssertionError("condition not met in time")
+
+
+@pytest.fixture(params=["memory", "redis"])
+def setup(request, prefix) -> Iterator[tuple]:
+    hub = Hub()
+    names = ChannelNames(prefix)
+    if request.param == "memory":
+        broker = MemoryBroker(hub, names, history_max_events=5, replay_max_events=50)
+    else:
+        server = request.getfixturevalue("redis_server")
+        broker = RedisBroker(hub, names, server.url, history_max_events=5, replay_max_events=50,
+                             probe_interval=0.5, probe_timeout=1)
+    broker.start()
+    if request.param == "redis":
+        pump_until(lambda: broker.ready()[0])
+    yield hub, names, broker
+    broker.stop()
+
+
+def attach(broker, names, user: str) -> Subscription:
+    sub = Subscription(user, names.for_subscriber(user, []), 100)
+    broker.attach(sub)
+    return sub
+
+
+def test_publish_reaches_only_the_addressed_user(setup) -> None:
+    hub, names, broker = setup
+    alice, bob = attach(broker, names, "alice"), attach(broker, names, "bob")
+    [published] = broker.publish(note(Target("user", "alice"), "for alice"))
+    assert published.receivers >= 1
+    pump_until(lambda: alice.queue)
+    gevent.sleep(0.05)
+    [got] = alice.take()
+    assert got.payload and '"for alice"' in got.payload and got.id == parse_event_id(published.id)
+    assert bob.take() == []
+
+
+def test_broadcast_reaches_everyone(setup) -> None:
+    hub, names, broker = setup
+    subs = [attach(broker, names, f"u{i}") for i in range(5)]
+    broker.publish(note(BROADCAST, "all"))
+    pump_until(lambda: all(sub.queue for sub in subs))
+
+
+def test_ids_are_unique_and_increase_across_channels(setup) -> None:
+    hub, names, broker = setup
+    published = []
+    for i in range(20):
+        published += broker.publish(note(Target("user", f"u{i % 3}")) + note(BROADCAST))
+    ids = [parse_event_id(p.id) for p in published]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    assert broker.last_id() == ids[-1]
+
+
+def test_unsubscribed_channel_gets_nothing_and_reports_no_receiver(setup) -> None:
+    hub, names, broker = setup
+    [published] = broker.publish(note(Target("user", "ghost")))
+    assert published.receivers == 0
+
+
+def test_replay_after_an_id_across_channels_in_order(setup) -> None:
+    hub, names, broker = setup
+    first = broker.publish(note(Target("user", "alice"), "0"))[0]
+    expected = []
+    for i in range(1, 4):
+        expected.append(broker.publish(note(Target("user", "alice"), str(i)))[0].id)
+        expected.append(broker.publish(note(BROADCAST, f"b{i}"))[0].id)
+        broker.publish(note(Target("user", "bob"), "not alice's"))
+    replay = broker.replay(names.for_subscriber("alice", []), parse_event_id(first.id))
+    assert not replay.reset
+    assert [e.id for e in replay.events] == [parse_event_id(i) for i in expected]
+
+
+def test_replay_resets_on_unknown_or_trimmed_ids(setup) -> None:
+    hub, names, broker = setup
+    first = broker.publish(note(Target("user", "alice")))[0]
+    channels = names.for_subscriber("alice", [])
+    future = (parse_event_id(first.id)[0] + 10_000, 0)
+    assert broker.replay(channels, future).reset
+    for _ in range(30):  # history keeps 5 per channel
+        broker.publish(note(Target("user", "alice")))
+    replay = broker.replay(channels, parse_event_id(first.id))
+    assert replay.reset and replay.reason == "too_old"
+    latest = broker.last_id()
+    assert broker.replay(channels, latest).events == [] and not broker.replay(channels, latest).reset
+
+
+def test_recent_is_newest_first_and_pages(setup) -> None:
+    hub, names, broker = setup
+    ids = [broker.publish(note(Target("user", "carol"), str(i)))[0].id for i in range(4)]
+    channels = names.for_subscriber("carol", [])
+    page = broker.recent(channels, None, 2)
+    assert [d.id for d in page] == [parse_event_id(ids[3]), parse_event_id(ids[2])]
+    older = broker.recent(channels, page[-1].id, 10)
+    assert [d.id for d in older] == [parse_event_id(ids[1]), parse_event_id(ids[0])]
+
+
+def test_detach_releases_channels(setup, request) -> None:
+    hub, names, broker = setup
+    sub = attach(broker, names, "dave")
+    channel = names.user("dave")
+    assert hub.has_channel(channel)
+    broker.detach(sub)
+    assert not hub.has_channel(channel)
+    if isinstance(broker, RedisBroker):
+        client = request.getfixturevalue("redis_server").client()
+        pump_until(lambda: dict(client.pubsub_numsub(channel))[channel.encode()] == 0)
+        assert dict(client.pubsub_numsub(names.broadcast))[names.broadcast.encode()] == 1, "broadcast always stays"

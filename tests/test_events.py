@@ -1,0 +1,160 @@
+"""The wire format and publish validation, table-tested."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from notifier.errors import InvalidEvent, PayloadTooLarge, UnsupportedMedia
+from notifier.events import (
+    Limits, comment, delivery_from_payload, encode, format_event_id, parse_event_id, parse_publish_body, splice_id,
+    utc_timestamp, validate_notification,
+)
+
+from .support.sse import SSEParser
+
+TS = "2026-01-01T00:00:00.000Z"
+
+
+@pytest.mark.parametrize(
+    "data, expected",
+    [
+        ("hello", b"data: hello\n\n"),
+        ("", b"data: \n\n"),
+        ("a\nb", b"data: a\ndata: b\n\n"),
+        ("a\r\nb", b"data: a\ndata: b\n\n"),
+        ("a\rb", b"data: a\ndata: b\n\n"),
+        ("a\n\nb", b"data: a\ndata: \ndata: b\n\n"),
+        ("trailing\n", b"data: trailing\ndata: \n\n"),
+        # U+2028/U+2029/U+0085 are not SSE line ends: str.splitlines would split them.
+        ("x\u2028y\u2029z\x85w", "data: x\u2028y\u2029z\x85w\n\n".encode()),
+        ("id: 1\nevent: forged", b"data: id: 1\ndata: event: forged\n\n"),
+        ("caf\u00e9 \U0001F600", "data: caf\u00e9 \U0001F600\n\n".encode()),
+    ],
+)
+def test_encode_data_framing(data: str, expected: bytes) -> None:
+    assert encode(data) == expected
+
+
+@pytest.mark.parametrize("data", ["a\nb", "a\r\nb\rc", "", "x\u2028y", "\n\n", "line\r", "emoji \U0001F680"])
+def test_encode_round_trips_through_a_spec_parser(data: str) -> None:
+    events = SSEParser().feed(encode(data, event_id="1-0", event="notification").decode())
+    assert len(events) == 1
+    normalised = data.replace("\r\n", "\n").replace("\r", "\n")
+    assert events[0].data == normalised
+    assert events[0].id == "1-0" and events[0].event == "notification"
+
+
+@pytest.mark.parametrize("field", ["event_id", "event"])
+@pytest.mark.parametrize("value", ["a\nb", "a\rb", "a\x00b", "x\r\nid: 9"])
+def test_encode_refuses_control_characters_in_fields(field: str, value: str) -> None:
+    with pytest.raises(ValueError):
+        encode("data", **{field: value})
+
+
+def test_comment_and_retry_are_single_frames() -> None:
+    assert comment("hi") == b": hi\n\n"
+    assert comment("a\nb") == b": a b\n\n"
+    assert comment() == b":\n\n"
+    parser = SSEParser()
+    assert parser.feed(comment("x\r\ny").decode()) == []
+
+
+@pytest.mark.parametrize("text, parsed", [
+    ("1700000000000-0", (1700000000000, 0)),
+    (" 12-3 ", (12, 3)),
+    ("", None), (None, None), ("abc", None), ("1-", None), ("-1", None), ("1-2-3", None), ("1.5-0", None),
+    ("9" * 16 + "-0", None),
+])
+def test_parse_event_id(text, parsed) -> None:
+    assert parse_event_id(text) == parsed
+    if parsed:
+        assert parse_event_id(format_event_id(parsed)) == parsed
+
+
+def test_payload_is_one_json_object_with_every_field() -> None:
+    [notification] = validate_notification(
+        {"user_id": "alice", "type": "order.shipped", "message": "Shipped!\nline2\u2028", "data": {"n": 1}}, Limits(), TS)
+    payload = splice_id("5-1", notification.body_without_id())
+    assert json.loads(payload) == {"id": "5-1", "user_id": "alice", "type": "order.shipped",
+                                   "message": "Shipped!\nline2\u2028", "data": {"n": 1}, "timestamp": TS}
+    delivery = delivery_from_payload(payload)
+    assert delivery.id == (5, 1)
+    frame = delivery.frame.decode()
+    assert frame.startswith("id: 5-1\nevent: order.shipped\ndata: {")
+    assert frame.count("\ndata: ") == 1, "JSON keeps the payload on one data line"
+    [event] = SSEParser().feed(frame)
+    assert event.json()["message"] == "Shipped!\nline2\u2028"
+
+
+def test_timestamp_is_rfc3339_utc() -> None:
+    stamp = utc_timestamp()
+    assert stamp.endswith("Z") and "T" in stamp and len(stamp) == 24
+
+
+def _parse(body: object, content_type: str = "application/json", limits: Limits = Limits()):
+    return parse_publish_body(json.dumps(body).encode(), content_type, limits, TS)
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"message": "x"}, "target"),
+    ({"user_id": "a", "topic": "t", "message": "x"}, "target"),
+    ({"user_id": "", "message": "x"}, "user_id"),
+    ({"user_id": 5, "message": "x"}, "user_id"),
+    ({"user_id": "a\nb", "message": "x"}, "user_id"),
+    ({"user_id": "a\x00", "message": "x"}, "user_id"),
+    ({"user_ids": [], "message": "x"}, "user_ids"),
+    ({"user_ids": "alice", "message": "x"}, "user_ids"),
+    ({"user_ids": ["ok", "bad\r"], "message": "x"}, "user_ids"),
+    ({"topic": "orders\nx", "message": "x"}, "topic"),
+    ({"topic": "has space", "message": "x"}, "topic"),
+    ({"broadcast": False, "message": "x"}, "broadcast"),
+    ({"broadcast": "yes", "message": "x"}, "broadcast"),
+    ({"user_id": "a"}, "message"),
+    ({"user_id": "a", "message": 3}, "message"),
+    ({"user_id": "a", "message": "x", "type": "a\nb"}, "type"),
+    ({"user_id": "a", "message": "x", "type": "a\rid: 1"}, "type"),
+    ({"user_id": "a", "message": "x", "type": ""}, "type"),
+    ({"user_id": "a", "message": "x", "type": 7}, "type"),
+    ({"user_id": "a", "message": "x", "data": [1]}, "data"),
+    ({"user_id": "a", "message": "x", "data": "s"}, "data"),
+    ({"user_id": "a", "message": "x", "extra": 1}, "extra"),
+    ("just a string", "body"),
+    ([], "body"),
+    ([{"user_id": "a", "message": "x"}, {"message": "no target"}], "target"),
+])
+def test_invalid_publish_bodies_name_the_field(body, field) -> None:
+    with pytest.raises(InvalidEvent) as caught:
+        _parse(body)
+    assert caught.value.status == 422
+    assert caught.value.field == field
+
+
+def test_not_json_is_400_and_wrong_media_type_is_415() -> None:
+    with pytest.raises(InvalidEvent) as caught:
+        parse_publish_body(b"{not json", "application/json", Limits(), TS)
+    assert caught.value.status == 400
+    for content_type in (None, "text/plain", "application/x-www-form-urlencoded"):
+        with pytest.raises(UnsupportedMedia):
+            parse_publish_body(b"{}", content_type, Limits(), TS)
+    assert _parse({"broadcast": True, "message": "x"}, "application/json; charset=utf-8")
+
+
+@pytest.mark.parametrize("field, body", [
+    ("message", {"user_id": "a", "message": "x" * 2000}),
+    ("data", {"user_id": "a", "message": "x", "data": {"blob": "y" * 2000}}),
+])
+def test_oversized_message_or_data_is_413(field, body) -> None:
+    with pytest.raises(PayloadTooLarge) as caught:
+        _parse(body, limits=Limits(max_payload_bytes=1024))
+    assert caught.value.status == 413 and caught.value.field == field
+
+
+def test_batch_limit_and_expansion() -> None:
+    limits = Limits(max_batch=2)
+    with pytest.raises(InvalidEvent):
+        _parse([{"broadcast": True, "message": "x"}] * 3, limits=limits)
+    out = _parse([{"user_ids": ["a", "b", "a"], "message": "x"}, {"topic": "orders:1", "message": "y"}])
+    assert [(n.target.kind, n.target.name) for n in out] == [("user", "a"), ("user", "b"), ("topic", "orders:1")]
+    assert all(n.type == "notification" for n in out)

@@ -1,0 +1,85 @@
+"""Hub fan-out, eviction of slow subscribers, and the replay hand-over."""
+
+from __future__ import annotations
+
+from notifier.events import Delivery
+from notifier.hub import CloseReason, Hub, Subscription
+
+
+def delivery(n: int) -> Delivery:
+    return Delivery((n, 0), f"id: {n}-0\ndata: x\n\n".encode())
+
+
+def test_fan_out_shares_one_frame_and_only_reaches_members() -> None:
+    hub = Hub()
+    a = Subscription("a", ["user:a", "bc"], 10)
+    b = Subscription("b", ["user:b", "bc"], 10)
+    assert hub.subscribe(a) == ["user:a", "bc"]
+    assert hub.subscribe(b) == ["user:b"]
+    event = delivery(1)
+    assert hub.dispatch("bc", event) == 2
+    assert hub.dispatch("user:a", delivery(2)) == 1
+    assert hub.dispatch("nobody", delivery(3)) == 0
+    got_a, got_b = a.take(), b.take()
+    assert [d.id[0] for d in got_a] == [1, 2]
+    assert [d.id[0] for d in got_b] == [1]
+    assert got_a[0].frame is got_b[0].frame, "the frame is encoded once and shared"
+
+
+def test_unsubscribe_reports_emptied_channels_and_frees() -> None:
+    hub = Hub()
+    a = Subscription("a", ["x", "y"], 10)
+    b = Subscription("b", ["y"], 10)
+    hub.subscribe(a)
+    hub.subscribe(b)
+    assert hub.unsubscribe(a) == ["x"]
+    assert hub.unsubscribe(b) == ["y"]
+    assert hub.channels() == [] and len(hub) == 0
+
+
+def test_full_queue_evicts_that_subscriber_only() -> None:
+    evicted = []
+    hub = Hub(on_evict=evicted.append)
+    slow = Subscription("slow", ["bc"], 3)
+    fast = Subscription("fast", ["bc"], 3)
+    hub.subscribe(slow)
+    hub.subscribe(fast)
+    called = []
+    slow.on_evict = lambda: called.append(True)
+    for n in range(1, 6):
+        hub.dispatch("bc", delivery(n))
+        fast.take()  # the fast one keeps up
+    assert slow.closed == CloseReason.EVICTED
+    assert evicted == [slow] and called == [True]
+    assert slow.queue == type(slow.queue)(), "an evicted queue is freed"
+    assert fast.closed is None
+    assert slow.wait(0) is True, "the stream wakes up to end"
+
+
+def test_duplicates_and_old_ids_are_dropped() -> None:
+    sub = Subscription("a", ["c"], 10)
+    for n in (1, 2, 2, 1, 3):
+        sub.offer(delivery(n))
+    assert [d.id[0] for d in sub.take()] == [1, 2, 3]
+
+
+def test_skip_through_hands_over_from_replay_to_live() -> None:
+    sub = Subscription("a", ["c"], 10)
+    for n in (4, 5, 6):
+        sub.offer(delivery(n))  # arrived live while history was read
+    sub.skip_through((5, 0))  # history covered up to 5
+    sub.offer(delivery(5))
+    sub.offer(delivery(7))
+    assert [d.id[0] for d in sub.take()] == [6, 7]
+
+
+def test_close_all_and_wait_timeout() -> None:
+    hub = Hub()
+    subs = [Subscription(str(i), ["c"], 5) for i in range(3)]
+    for sub in subs:
+        hub.subscribe(sub)
+    assert subs[0].wait(0.01) is False
+    assert hub.close_all() == 3
+    assert all(sub.closed == CloseReason.SHUTDOWN for sub in subs)
+    subs[0].offer(delivery(1))
+    assert subs[0].take() == []
