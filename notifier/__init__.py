@@ -11,10 +11,10 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from .config import Config
 
-__all__ = ["__version__", "create_app", "Notifier", "Publisher"]
+__all__ = ["Notifier", "Publisher", "__version__", "create_app"]
 
 
-def create_app(config: "Config | None" = None) -> "Flask":
+def create_app(config: Config | None = None) -> Flask:
     """The standalone service. ``config`` defaults to ``Config.from_env()``
     (raises ConfigError listing every problem)."""
     from flask import Flask
@@ -26,7 +26,7 @@ def create_app(config: "Config | None" = None) -> "Flask":
     config = config or Config.from_env()
     configure_logging(config.log_level)
     app = Flask("notifier", static_folder=None)
-    app.config["JSON_SORT_KEYS"] = False
+    app.json.sort_keys = False  # type: ignore[attr-defined]  # keep documented field order
     Notifier().init_app(app, config, standalone=True)
     return app
 

@@ -17,9 +17,10 @@ and browser history.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Iterable
+from typing import Any
 
 import jwt as pyjwt
 from flask import Flask, request

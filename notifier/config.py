@@ -10,9 +10,10 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Callable, Mapping, TypeVar
+from typing import Any, TypeVar
 
 PREFIX = "NOTIFIER_"
 MIN_SECRET_BYTES = 32
@@ -97,12 +98,12 @@ class Config:
     # ------------------------------------------------------------------
 
     @classmethod
-    def for_testing(cls, **overrides: Any) -> "Config":
+    def for_testing(cls, **overrides: Any) -> Config:
         base = cls(env="development", jwt_secret="t" * 48, jwt_cookie_secure=False)
         return replace(base, **overrides)
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Config":
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
         """Read and validate ``NOTIFIER_*`` variables. Raises ConfigError listing every problem."""
         env_vars = os.environ if environ is None else environ
         reader = _Reader(env_vars)

@@ -40,7 +40,7 @@ class InvalidEvent(NotifierError):
     code = "invalid_event"
 
     @classmethod
-    def bad_request(cls, message: str) -> "InvalidEvent":
+    def bad_request(cls, message: str) -> InvalidEvent:
         error = cls(message, field="body")
         error.status = 400
         error.code = "bad_request"
@@ -96,12 +96,12 @@ class Draining(NotifierError):
         )
 
 
-def register_error_handlers(app: "Flask") -> None:
+def register_error_handlers(app: Flask) -> None:
     """Map NotifierError and every HTTP / unexpected error to a JSON body."""
     from flask import jsonify
     from werkzeug.exceptions import HTTPException
 
-    def to_response(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> "Response":
+    def to_response(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
         response = jsonify(body)
         response.status_code = status
         response.headers["Cache-Control"] = "no-store"
@@ -110,11 +110,11 @@ def register_error_handlers(app: "Flask") -> None:
         return response
 
     @app.errorhandler(NotifierError)
-    def _notifier_error(error: NotifierError) -> "Response":
+    def _notifier_error(error: NotifierError) -> Response:
         return to_response(error.status, error.body(), error.headers)
 
     @app.errorhandler(HTTPException)
-    def _http_error(error: HTTPException) -> "Response":
+    def _http_error(error: HTTPException) -> Response:
         code = (error.name or "error").lower().replace(" ", "_")
         status = error.code or 500
         # Keep headers such as Allow (405) but not the HTML content type.
@@ -122,6 +122,6 @@ def register_error_handlers(app: "Flask") -> None:
         return to_response(status, {"error": {"code": code, "message": error.description or error.name}}, headers)
 
     @app.errorhandler(Exception)
-    def _unexpected(error: Exception) -> "Response":
+    def _unexpected(error: Exception) -> Response:
         log.exception("unhandled error")
         return to_response(500, {"error": {"code": "internal_error", "message": "internal server error"}})

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from .errors import InvalidEvent, PayloadTooLarge, UnsupportedMedia
 
@@ -136,7 +137,7 @@ class Limits:
 
 
 _TARGET_FIELDS = ("user_id", "user_ids", "topic", "broadcast")
-_ALLOWED_FIELDS = frozenset(_TARGET_FIELDS + ("type", "message", "data"))
+_ALLOWED_FIELDS = frozenset((*_TARGET_FIELDS, "type", "message", "data"))
 
 
 def validate_user_id(value: Any, field_name: str = "user_id") -> str:
@@ -295,7 +296,7 @@ def encode(data: str, *, event_id: str | None = None, event: str | None = None, 
 def comment(text: str = "") -> bytes:
     """An SSE comment line (ignored by clients; keeps proxies and sockets honest)."""
     safe = _LINE_BREAK.sub(" ", text)
-    return f": {safe}\n\n".encode("utf-8") if safe else b":\n\n"
+    return f": {safe}\n\n".encode() if safe else b":\n\n"
 
 
 def retry(milliseconds: int) -> bytes:

@@ -12,11 +12,11 @@ from __future__ import annotations
 import itertools
 import logging
 from collections import deque
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from gevent.event import Event
 
-from .events import Delivery, EventId, ZERO_ID
+from .events import ZERO_ID, Delivery, EventId
 
 log = logging.getLogger("notifier.hub")
 
@@ -35,8 +35,18 @@ class CloseReason:
 class Subscription:
     """One stream's mailbox. Written by the broker greenlet, read by the stream greenlet."""
 
-    __slots__ = ("id", "user_id", "channels", "maxsize", "queue", "wakeup", "closed", "last_queued_id", "on_evict",
-                 "farewell")
+    __slots__ = (
+        "channels",
+        "closed",
+        "farewell",
+        "id",
+        "last_queued_id",
+        "maxsize",
+        "on_evict",
+        "queue",
+        "user_id",
+        "wakeup",
+    )
 
     def __init__(self, user_id: str, channels: Iterable[str], maxsize: int):
         self.id = next(_ids)

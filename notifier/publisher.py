@@ -11,7 +11,8 @@ blocking redis-py: usable from any Python service, gevent or not.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from .broker import Published
 from .broker.redis_store import RedisStore, make_client
@@ -59,7 +60,7 @@ class Publisher:
     def close(self) -> None:
         self._client.close()
 
-    def __enter__(self) -> "Publisher":
+    def __enter__(self) -> Publisher:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -19,8 +19,9 @@ from __future__ import annotations
 import logging
 import socket
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from .events import comment, retry
 from .hub import CloseReason, Subscription

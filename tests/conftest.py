@@ -4,7 +4,7 @@ behaviour is tested through real gunicorn subprocesses."""
 from __future__ import annotations
 
 import uuid
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 

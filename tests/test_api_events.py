@@ -52,7 +52,7 @@ def assert_json_error(response, status: int, code: str | None = None):
 ])
 def test_subscribe_auth_failures_are_401_json(client, app, headers, query, why) -> None:
     response, _ = open_stream(client, headers, query)
-    error = assert_json_error(response, 401, "unauthorized")
+    assert_json_error(response, 401, "unauthorized")
     assert "text/event-stream" not in response.content_type
     assert len(app.extensions["notifier"].hub) == 0, f"{why}: nothing may stay subscribed"
 

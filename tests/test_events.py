@@ -8,8 +8,16 @@ import pytest
 
 from notifier.errors import InvalidEvent, PayloadTooLarge, UnsupportedMedia
 from notifier.events import (
-    Limits, comment, delivery_from_payload, encode, format_event_id, parse_event_id, parse_publish_body, splice_id,
-    utc_timestamp, validate_notification,
+    Limits,
+    comment,
+    delivery_from_payload,
+    encode,
+    format_event_id,
+    parse_event_id,
+    parse_publish_body,
+    splice_id,
+    utc_timestamp,
+    validate_notification,
 )
 
 from .support.sse import SSEParser
@@ -93,8 +101,8 @@ def test_timestamp_is_rfc3339_utc() -> None:
     assert stamp.endswith("Z") and "T" in stamp and len(stamp) == 24
 
 
-def _parse(body: object, content_type: str = "application/json", limits: Limits = Limits()):
-    return parse_publish_body(json.dumps(body).encode(), content_type, limits, TS)
+def _parse(body: object, content_type: str = "application/json", limits: Limits | None = None):
+    return parse_publish_body(json.dumps(body).encode(), content_type, limits or Limits(), TS)
 
 
 @pytest.mark.parametrize("body, field", [

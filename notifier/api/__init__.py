@@ -10,7 +10,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..extension import NotifierState
 
 
-def register_blueprints(app: Flask, state: "NotifierState", *, standalone: bool) -> None:
+def register_blueprints(app: Flask, state: NotifierState, *, standalone: bool) -> None:
     from ..errors import NotifierError, register_error_handlers
     from . import devpage, events, health, publish
 

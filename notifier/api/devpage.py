@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from flask import Blueprint, Response, redirect, render_template, request
+from flask import Blueprint, Response, make_response, redirect, render_template, request
 from flask_jwt_extended import set_access_cookies, unset_jwt_cookies
 
 from ..auth import TokenRequest, mint_token
-from ..errors import BadRequest
+from ..errors import BadRequest, NotifierError
 from ..events import utc_timestamp, validate_notification, validate_user_id
 from ..extension import current_state
 
@@ -29,19 +29,19 @@ def login() -> Response:
     user = (request.form.get("user") or "").strip()
     try:
         validate_user_id(user, "user")
-    except Exception:
+    except NotifierError:
         raise BadRequest("user must be a non-empty name without control characters", field="user") from None
     token = mint_token(state.config, TokenRequest(user, topics=["demo:*"], expires=timedelta(hours=8)))
-    response = redirect("/")
+    response = make_response(redirect("/"))
     set_access_cookies(response, token, max_age=8 * 3600)
-    return response  # type: ignore[return-value]
+    return response
 
 
 @bp.post("/dev/logout")
 def logout() -> Response:
-    response = redirect("/")
+    response = make_response(redirect("/"))
     unset_jwt_cookies(response)
-    return response  # type: ignore[return-value]
+    return response
 
 
 @bp.post("/dev/send")
@@ -52,4 +52,4 @@ def send() -> Response:
     item = {"user_id": user, "type": "notification", "message": request.form.get("message") or "Hello!"}
     notifications = validate_notification(item, state.limits, utc_timestamp())
     state.broker.publish(notifications)
-    return redirect("/")  # type: ignore[return-value]
+    return make_response(redirect("/"))

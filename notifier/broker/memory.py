@@ -12,8 +12,8 @@ import logging
 import time
 from collections import deque
 
-from ..events import Delivery, EventId, Notification, ZERO_ID, delivery_from_payload, format_event_id, splice_id
 from ..channels import ChannelNames
+from ..events import ZERO_ID, Delivery, EventId, Notification, delivery_from_payload, format_event_id, splice_id
 from ..hub import Hub, Subscription
 from . import Published, Replay, merge_by_id
 

@@ -25,7 +25,8 @@ import random
 import socket
 import time
 import uuid
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import gevent
 import redis
@@ -33,7 +34,7 @@ from gevent.event import Event
 
 from ..channels import ChannelNames
 from ..errors import BrokerUnavailable
-from ..events import Delivery, EventId, Notification, ZERO_ID, delivery_from_payload
+from ..events import ZERO_ID, Delivery, EventId, Notification, delivery_from_payload
 from ..hub import Hub, Subscription
 from . import Published, Replay
 from .redis_store import RedisStore, make_client
@@ -52,7 +53,7 @@ class ProbeFailed(Exception):
 
 
 class _Waiter:
-    __slots__ = ("missing", "done")
+    __slots__ = ("done", "missing")
 
     def __init__(self, missing: set[str]):
         self.missing = missing
@@ -182,7 +183,7 @@ class RedisBroker:
                 if pubsub is not None:
                     try:
                         pubsub.reset()
-                    except Exception:
+                    except (redis.RedisError, OSError):
                         pass
             if self._stopping:
                 break
@@ -203,7 +204,7 @@ class RedisBroker:
         self._requested.clear()
         self._confirmed.clear()
 
-    def _session(self, pubsub: "redis.client.PubSub") -> None:
+    def _session(self, pubsub: redis.client.PubSub) -> None:
         self._requested.clear()
         self._confirmed.clear()
         self._sync_channels(pubsub)
@@ -252,7 +253,7 @@ class RedisBroker:
                     # server-side (CLIENT KILL, restart) even if the socket looks fine.
                     raise ProbeFailed("probe channel has no subscriber")
 
-    def _sync_channels(self, pubsub: "redis.client.PubSub") -> None:
+    def _sync_channels(self, pubsub: redis.client.PubSub) -> None:
         wanted = self._wanted()
         add = wanted - self._requested
         remove = self._requested - wanted

@@ -11,7 +11,8 @@ published, and ids are ordered across channels.
 from __future__ import annotations
 
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import redis
 from redis.backoff import NoBackoff
@@ -46,7 +47,7 @@ return out
 """
 
 
-def make_client(url: str, socket_timeout: float = 5.0, max_connections: int = 64) -> "redis.Redis[bytes]":
+def make_client(url: str, socket_timeout: float = 5.0, max_connections: int = 64) -> redis.Redis:
     """A client for commands (not pub/sub).
 
     Blocking pool: under gevent many greenlets share a few connections and
@@ -67,7 +68,7 @@ def make_client(url: str, socket_timeout: float = 5.0, max_connections: int = 64
 
 
 class RedisStore:
-    def __init__(self, client: "redis.Redis[bytes]", names: ChannelNames, history_max_events: int = 1000,
+    def __init__(self, client: redis.Redis, names: ChannelNames, history_max_events: int = 1000,
                  history_max_age_seconds: float = 86400, replay_max_events: int = 1000):
         self.client = client
         self.names = names

@@ -79,7 +79,7 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self) -> "RedisServer":
+    def start(self) -> RedisServer:
         args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                 "--dir", self.dir, "--logfile", os.path.join(self.dir, "redis.log")]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -95,7 +95,7 @@ class RedisServer:
         finally:
             client.close()
 
-    def client(self, **kwargs: Any) -> "redis.Redis[bytes]":
+    def client(self, **kwargs: Any) -> redis.Redis:
         return redis.Redis(port=self.port, socket_timeout=5, **kwargs)
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
@@ -148,7 +148,7 @@ class Gunicorn:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, wait_ready: bool = True) -> "Gunicorn":
+    def start(self, wait_ready: bool = True) -> Gunicorn:
         self._log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"), "--chdir", str(ROOT), "wsgi:app"],

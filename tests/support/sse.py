@@ -168,7 +168,7 @@ class SSEConnection:
             self.sock.settimeout(left)
             try:
                 chunk = self.sock.recv(65536)
-            except socket.timeout:
+            except TimeoutError:
                 break
             except OSError:
                 self.closed = True
@@ -216,7 +216,7 @@ class EventSourceClient:
         self.connection: SSEConnection | None = None
         self.opened = threading.Event()
 
-    def start(self) -> "EventSourceClient":
+    def start(self) -> EventSourceClient:
         self._thread.start()
         return self
 
