@@ -65,7 +65,10 @@ class SSEParser:
 
     def _line(self, line: str) -> SSEEvent | None:
         if line == "":
-            if not self._data and self._id is None and not self._event:
+            # Per the spec, a blank line dispatches only when a data line was
+            # seen; the id is the "last event ID" and carries over.
+            if not self._data:
+                self._event, self._retry = "", None
                 return None
             event = SSEEvent(self._id, self._event or "message", "\n".join(self._data), self._retry)
             self._data, self._event, self._retry = [], "", None
