@@ -22,7 +22,7 @@ from .config import Config
 from .events import Limits, retry
 from .hub import CloseReason, Hub, Subscription
 from .logs import request_id_from
-from .metrics import Metrics, process_metrics
+from .metrics import Metrics, SubscriberGauges, process_metrics
 
 log = logging.getLogger("notifier")
 access_log = logging.getLogger("notifier.access")
@@ -39,6 +39,7 @@ class NotifierState:
         self.names = names
         self.limits = Limits(config.max_payload_bytes, config.max_batch, config.max_recipients)
         self.draining = False
+        self.subscriber_gauges: SubscriberGauges | None = None
         self._drainer: gevent.Greenlet | None = None
 
     def drain(self, window: float | None = None) -> None:
@@ -81,15 +82,14 @@ class NotifierState:
         log.info("evicted slow stream", extra={"user_id": subscription.user_id, "subscription": subscription.id})
 
 
-def build_broker(config: Config, hub: Hub, names: ChannelNames, metrics: Metrics) -> Broker:
+def build_broker(config: Config, hub: Hub, names: ChannelNames, metrics: Metrics,
+                 gauges: SubscriberGauges | None = None) -> Broker:
     if config.redis_url is None:
         return MemoryBroker(hub, names, config.history_max_events, config.history_max_age_seconds,
                             config.replay_max_events)
     from .broker.redis import RedisBroker
 
-    def on_event(kind: str, detail: str) -> None:
-        if kind == "reconnect":
-            metrics.subscriber_reconnects.inc()
+    on_event = (gauges or SubscriberGauges(metrics)).on_broker_event
 
     return RedisBroker(
         hub, names, config.redis_url,
@@ -118,13 +118,18 @@ class Notifier:
         names = ChannelNames(config.redis_prefix)
         state: NotifierState
         hub = Hub(on_evict=lambda sub: state.on_evict(sub))
-        broker = build_broker(config, hub, names, metrics)
+        gauges = SubscriberGauges(metrics)
+        broker = build_broker(config, hub, names, metrics, gauges)
         state = NotifierState(config, hub, broker, metrics, names)
+        state.subscriber_gauges = gauges
         app.extensions["notifier"] = state
         configure_jwt(app, config, override=standalone)
         register_blueprints(app, state, standalone=standalone)
         _register_request_logging(app)
         broker.start()
+        if config.uses_redis:
+            # Each worker keeps its own subscriber gauges current (not only the one a scrape lands on).
+            gauges.start(broker)
         if config.dev_mode:
             log.warning("DEVELOPMENT MODE: local dev secret, insecure cookies, dev login page at / - NOT FOR PRODUCTION")
         return state

@@ -11,10 +11,24 @@ user id or a topic.
 
 from __future__ import annotations
 
+import logging
 import os
+import time
+from typing import Any
 
+import gevent
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
+from .hub import CloseReason
+
+log = logging.getLogger("notifier.metrics")
+
+# Every label value a counter can take, so each series exists (at 0) from the
+# first scrape: rate() and absent() need the series before the first event.
+DISCONNECT_REASONS = (CloseReason.CLIENT_GONE, CloseReason.TOKEN_EXPIRED, CloseReason.DEADLINE, CloseReason.EVICTED,
+                      CloseReason.SHUTDOWN, CloseReason.ERROR)
+TARGET_KINDS = ("user", "topic", "broadcast")
+AUTH_ENDPOINTS = ("events", "notifications", "publish")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -51,6 +65,12 @@ class Metrics:
         self.publish_errors = Counter("notifier_publish_errors_total", "Failed publish requests, by HTTP status", ["status"], registry=r)
         self.draining = Gauge("notifier_draining", "1 while this worker drains for shutdown", registry=r,
                               multiprocess_mode="livemax")
+        for reason in DISCONNECT_REASONS:
+            self.stream_disconnects.labels(reason)
+        for kind in TARGET_KINDS:
+            self.events_published.labels(kind)
+        for endpoint in AUTH_ENDPOINTS:
+            self.auth_failures.labels(endpoint)
 
     def exposition(self) -> tuple[bytes, str]:
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
@@ -70,3 +90,54 @@ def process_metrics() -> Metrics:
     if _metrics is None:
         _metrics = Metrics()
     return _metrics
+
+
+class SubscriberGauges:
+    """Keeps this worker's ``notifier_subscriber_up`` and
+    ``notifier_subscriber_probe_age_seconds`` current from the worker itself.
+
+    In multiprocess mode each worker writes its own gauge file and a scrape
+    reads them all, but a scrape runs in one worker only: a value set at
+    scrape time would be stale (or never set) in every other worker. So each
+    worker refreshes its own values every ``interval`` seconds from a small
+    greenlet, and the broker's ``on_event`` hook counts reconnects and notes
+    that a delivered message proves the pub/sub connection alive as much as
+    a probe does (the broker probes only when the connection is idle).
+    """
+
+    def __init__(self, metrics: Metrics, interval: float = 1.0):
+        self.metrics = metrics
+        self.interval = interval
+        self.alive_at = 0.0  # time.time() of the last message the subscriber received
+        self._greenlet: gevent.Greenlet | None = None
+
+    def on_broker_event(self, kind: str, detail: str) -> None:
+        if kind == "reconnect":
+            self.metrics.subscriber_reconnects.inc()
+        elif kind == "delivered":
+            self.alive_at = time.time()
+
+    def refresh(self, broker: Any) -> None:
+        up = bool(broker.ready()[0])
+        self.metrics.subscriber_up.set(1 if up else 0)
+        proved = max(float(getattr(broker, "last_probe_ok", 0.0) or 0.0), self.alive_at)
+        if proved:
+            self.metrics.subscriber_probe_age.set(max(0.0, time.time() - proved))
+
+    def start(self, broker: Any) -> None:
+        if self._greenlet is None:
+            self._greenlet = gevent.spawn(self._run, broker)
+
+    def stop(self) -> None:
+        if self._greenlet is not None:
+            self._greenlet.kill(block=False)
+            self._greenlet = None
+
+    def _run(self, broker: Any) -> None:
+        # Ends with the broker (RedisBroker.ready() says "stopping" once stopped).
+        while broker.ready()[1] != "stopping":
+            try:
+                self.refresh(broker)
+            except Exception:  # a gauge must never take the worker down
+                log.exception("could not refresh subscriber gauges")
+            gevent.sleep(self.interval)

@@ -9,11 +9,10 @@
 
 from __future__ import annotations
 
-import time
-
 from flask import Blueprint, Response, jsonify
 
 from ..extension import current_state
+from ..metrics import SubscriberGauges
 
 bp = Blueprint("notifier_health", __name__)
 
@@ -43,10 +42,9 @@ def readyz() -> Response:
 @bp.get("/metrics")
 def metrics() -> Response:
     state = current_state()
-    broker = state.broker
-    last_probe = getattr(broker, "last_probe_ok", None)
-    if last_probe:
-        state.metrics.subscriber_probe_age.set(max(0.0, time.time() - last_probe))
-    state.metrics.subscriber_up.set(1 if broker.ready()[0] else 0)
+    # Every worker refreshes its own subscriber gauges in the background
+    # (SubscriberGauges); the one answering this scrape brings its own to now.
+    gauges = state.subscriber_gauges or SubscriberGauges(state.metrics)
+    gauges.refresh(state.broker)
     payload, content_type = state.metrics.exposition()
     return Response(payload, status=200, headers={"Content-Type": content_type, "Cache-Control": "no-store"})
