@@ -1,0 +1,531 @@
+"""notifier load benchmark: ``python -m bench.run [scenario ...] [options]``.
+
+Starts its own redis-server and gunicorn (2 gevent workers, gunicorn.conf.py)
+on free loopback ports, or targets ``--url`` (with ``--secret``, the HS256
+secret that server checks tokens with). Runs the scenarios asked for (all by
+default) and prints, for each, one JSON line and a table against the targets.
+See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import secrets
+import sys
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from .agents import agent_main, raise_nofile
+from .server import ROOT, Gunicorn, Probe, RedisServer, machine
+
+SCENARIOS = ("connect", "broadcast", "unicast", "batch", "publish", "fanout")
+RESULTS = ROOT / "bench" / "results"
+
+
+def percentile(sorted_values: list[float], p: float) -> float | None:
+    if not sorted_values:
+        return None
+    rank = max(0, min(len(sorted_values) - 1, int(round(p / 100 * len(sorted_values) + 0.5)) - 1))
+    return sorted_values[rank]
+
+
+def ms(value: float | None) -> float | None:
+    return None if value is None else round(value * 1000, 2)
+
+
+def summary_ms(values: list[float]) -> dict[str, float | None]:
+    values = sorted(values)
+    return {"p50_ms": ms(percentile(values, 50)), "p99_ms": ms(percentile(values, 99)),
+            "max_ms": ms(values[-1] if values else None), "n": len(values)}
+
+
+class AgentHandle:
+    def __init__(self, kind: str, url: str, secret: str | None, nofile: int):
+        ctx = multiprocessing.get_context("fork")
+        self.conn, child = ctx.Pipe()
+        self.process = ctx.Process(target=agent_main, args=(kind, child, url, secret, nofile), daemon=True)
+        self.process.start()
+        child.close()
+
+    def send(self, name: str, **args: Any) -> None:
+        self.conn.send((name, args))
+
+    def receive(self, timeout: float) -> dict[str, Any]:
+        if not self.conn.poll(timeout):
+            raise RuntimeError(f"agent {self.process.pid} did not answer within {timeout:.0f}s")
+        reply: dict[str, Any] = self.conn.recv()
+        if "error" in reply:
+            raise RuntimeError(f"agent {self.process.pid}: {reply['error']}\n{reply.get('trace', '')}")
+        return reply
+
+    def call(self, name: str, wait: float, **args: Any) -> dict[str, Any]:
+        self.send(name, **args)
+        return self.receive(wait)
+
+    def stop(self) -> None:
+        if self.process.is_alive():
+            try:
+                self.conn.send(("stop", {}))
+                self.conn.poll(5)
+            except OSError:
+                pass
+            self.process.join(5)
+            if self.process.is_alive():
+                self.process.kill()  # by PID: this is our own child
+                self.process.join(5)
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.redis: RedisServer | None = None
+        self.gunicorn: Gunicorn | None = None
+        self.probe = Probe()
+        self.url = args.url
+        self.secret = args.secret
+        self.run_id = secrets.token_hex(3)
+        self.open_users: list[str] = []
+        self.streams: list[AgentHandle] = []
+        self.publisher: AgentHandle | None = None
+        self.results: list[dict[str, Any]] = []
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        self.out_dir = Path(args.out) if args.out else RESULTS
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.out_file = self.out_dir / f"bench-{stamp}.jsonl"
+
+    # -- setup -------------------------------------------------------------
+
+    def start(self) -> None:
+        nofile = max(4096, self.args.streams // max(1, self.args.client_procs) + 2048)
+        raise_nofile(nofile)
+        if self.url is None:
+            self.secret = self.secret or secrets.token_urlsafe(48)
+            self.redis = RedisServer().start()
+            env = {"NOTIFIER_ENV": "production", "NOTIFIER_REDIS_URL": self.redis.url,
+                   "NOTIFIER_JWT_SECRET": self.secret, "NOTIFIER_LOG_LEVEL": self.args.log_level,
+                   "NOTIFIER_DRAIN_SECONDS": "2"}
+            for item in self.args.server_env:
+                key, _, value = item.partition("=")
+                env[key] = value
+            log_path = self.out_dir / f"gunicorn-{self.run_id}.log"
+            root = Path(self.args.root).resolve() if self.args.root else ROOT
+            self.gunicorn = Gunicorn(env, self.args.workers, log_path, root).start()
+            self.url = self.gunicorn.url
+            self.probe = Probe(self.gunicorn.pids(), self.redis.pids())
+            print(f"# server: gunicorn {self.url} (pids {self.gunicorn.pids()}), redis {self.redis.url}; "
+                  f"log {log_path}", file=sys.stderr)
+        elif not self.secret:
+            raise SystemExit("--url needs --secret (the server's NOTIFIER_JWT_SECRET) to mint tokens")
+        self.streams = [AgentHandle("streams", self.url, self.secret, nofile) for _ in range(self.args.client_procs)]
+        self.publisher = AgentHandle("publisher", self.url, self.secret, 4096)
+
+    def stop(self) -> None:
+        for agent in [*self.streams, *([self.publisher] if self.publisher else [])]:
+            agent.stop()
+        if self.gunicorn is not None:
+            self.gunicorn.stop()
+        if self.redis is not None:
+            self.redis.stop()
+
+    # -- helpers -----------------------------------------------------------
+
+    def call_streams(self, name: str, timeout: float, per_agent: list[dict[str, Any]] | None = None,
+                     **args: Any) -> list[dict[str, Any]]:
+        for i, agent in enumerate(self.streams):
+            agent.send(name, **(per_agent[i] if per_agent else args))
+        deadline = time.monotonic() + timeout
+        return [agent.receive(max(1.0, deadline - time.monotonic())) for agent in self.streams]
+
+    def client_cpu(self) -> float:
+        agents = [*self.streams, *([self.publisher] if self.publisher else [])]
+        for agent in agents:
+            agent.send("cpu")
+        return sum(agent.receive(30)["cpu_total_s"] for agent in agents)
+
+    def users(self, n: int) -> list[str]:
+        return [f"bench-{self.run_id}-u{i}" for i in range(n)]
+
+    def close_streams(self) -> None:
+        if self.open_users:
+            self.call_streams("close", 60)
+            self.open_users = []
+            time.sleep(0.5)  # let the workers notice and unsubscribe
+
+    def ensure_streams(self, n: int) -> dict[str, Any] | None:
+        """Exactly ``n`` open streams (reused when already there and all alive)."""
+        if len(self.open_users) == n and n:
+            alive = sum(p["alive"] for p in self.call_streams("progress", 30))
+            if alive == n:
+                return None
+        self.close_streams()
+        if n == 0:
+            return None
+        users = self.users(n)
+        procs = len(self.streams)
+        shares = [users[i::procs] for i in range(procs)]
+        concurrency = max(1, self.args.connect_concurrency // procs)
+        started = time.monotonic()
+        replies = self.call_streams("open", self.args.connect_timeout + 30, per_agent=[
+            {"users": share, "concurrency": concurrency, "timeout": self.args.connect_timeout} for share in shares])
+        elapsed = time.monotonic() - started
+        self.open_users = users
+        errors: dict[str, int] = {}
+        for reply in replies:
+            for key, count in reply["errors"].items():
+                errors[key] = errors.get(key, 0) + count
+        opened = sum(r["opened"] for r in replies)
+        connect_times = [t for r in replies for t in r["connect_times"]]
+        return {"opened": opened, "errors": errors, "ramp_s": round(elapsed, 3),
+                "connect_ms": summary_ms(connect_times), "client_cpu_s": round(sum(r["cpu_s"] for r in replies), 2)}
+
+    def wait_received(self, expected: int, timeout: float, settle: float = 1.0) -> list[dict[str, Any]]:
+        """Poll until the streams have ``expected`` events between them, or
+        nothing new arrived for ``settle`` seconds after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        last, last_change = -1, time.monotonic()
+        while True:
+            progress = self.call_streams("progress", 30)
+            received = sum(p["received"] for p in progress)
+            now = time.monotonic()
+            if received != last:
+                last, last_change = received, now
+            if received >= expected:
+                return progress
+            if now > deadline and now - last_change > settle:
+                return progress
+            if now > deadline + 60:
+                return progress
+            time.sleep(0.05)
+
+    def collect(self, by_user: bool = False) -> tuple[dict[str, list[float]], dict[str, list[str]], int, int]:
+        arrivals: dict[str, list[float]] = {}
+        receivers: dict[str, list[str]] = {}
+        duplicates = out_of_order = 0
+        for reply in self.call_streams("collect", 120, by_user=by_user):
+            for event_id, times in reply["arrivals"].items():
+                arrivals.setdefault(event_id, []).extend(times)
+            if by_user:
+                for event_id, users in reply["receivers"].items():
+                    receivers.setdefault(event_id, []).extend(users)
+            duplicates += reply["duplicates"]
+            out_of_order += reply["out_of_order"]
+        return arrivals, receivers, duplicates, out_of_order
+
+    def publish(self, timeout: float, **args: Any) -> dict[str, Any]:
+        assert self.publisher is not None
+        return self.publisher.call("publish", timeout + 60, timeout=timeout, **args)
+
+    def measure(self, name: str, body: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        cpu_client = self.client_cpu()
+        cpu_server = self.probe.cpu()
+        started = time.monotonic()
+        result = body()
+        wall = time.monotonic() - started
+        cpu_server_after = self.probe.cpu()
+        client = self.client_cpu() - cpu_client
+        web = cpu_server_after["web"] - cpu_server["web"]
+        redis_cpu = cpu_server_after["redis"] - cpu_server["redis"]
+        result["cpu"] = {"wall_s": round(wall, 2), "client_cpu_s": round(client, 2),
+                         "server_cpu_s": round(web, 2), "redis_cpu_s": round(redis_cpu, 2),
+                         "client_cores": round(client / wall, 2), "server_cores": round(web / wall, 2),
+                         "redis_cores": round(redis_cpu / wall, 2)}
+        result = {"scenario": name, "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                  "loadavg": [round(x, 2) for x in os.getloadavg()], **result}
+        self.report(result)
+        return result
+
+    def report(self, result: dict[str, Any]) -> None:
+        self.results.append(result)
+        line = json.dumps(result, separators=(",", ":"))
+        print(line, flush=True)
+        with open(self.out_file, "a") as handle:
+            handle.write(line + "\n")
+        print(table(result), file=sys.stderr, flush=True)
+
+    # -- scenarios ---------------------------------------------------------
+
+    def connect(self) -> dict[str, Any]:
+        n, hold = self.args.streams, self.args.hold
+
+        def body() -> dict[str, Any]:
+            self.close_streams()
+            time.sleep(1.0)
+            baseline = self.probe.rss_kib()
+            baseline_each = self.probe.per_process_rss_kib()
+            ramp = self.ensure_streams(n) or {}
+            after_connect = self.probe.rss_kib()
+            deadline = time.monotonic() + hold
+            while time.monotonic() < deadline:
+                time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+            progress = self.call_streams("progress", 30)
+            held = self.probe.rss_kib()
+            opened = ramp.get("opened", 0)
+            errors = dict(ramp.get("errors", {}))
+            for p in progress:
+                for key, count in p["errors"].items():
+                    errors[key] = errors.get(key, 0) + count
+            return {
+                "params": {"streams": n, "hold_s": hold, "connect_concurrency": self.args.connect_concurrency},
+                "opened": opened, "alive_after_hold": sum(p["alive"] for p in progress),
+                "with_heartbeat": sum(p["with_heartbeat"] for p in progress), "errors": errors,
+                "ramp_s": ramp.get("ramp_s"), "connect_ms": ramp.get("connect_ms"),
+                "rss_baseline_kib": baseline, "rss_baseline_per_process_kib": baseline_each,
+                "rss_after_connect_kib": after_connect, "rss_after_hold_kib": held,
+                "rss_per_stream_kib": round((held - baseline) / opened, 2) if opened and baseline else None,
+                "rss_per_process_kib": self.probe.per_process_rss_kib(),
+            }
+        return self.measure("connect", body)
+
+    def broadcast(self, name: str, n: int, count: int, rate: float | None, connections: int) -> dict[str, Any]:
+        ramp = self.ensure_streams(n)
+
+        def body() -> dict[str, Any]:
+            self.call_streams("reset", 30)
+            duration_guess = count / rate if rate else count / 200
+            pub = self.publish(timeout=duration_guess + 60, kind="broadcast", count=count, rate=rate,
+                               connections=connections)
+            expected = n * len(pub["sent"])
+            progress = self.wait_received(expected, timeout=10.0)
+            arrivals, _, duplicates, out_of_order = self.collect()
+            return self._fanout_stats(n, pub, arrivals, duplicates, out_of_order, progress) | {
+                "params": {"streams": n, "events": count, "rate_per_s": rate, "publish_connections": connections},
+                "ramp": ramp}
+        return self.measure(name, body)
+
+    def _fanout_stats(self, n: int, pub: dict[str, Any], arrivals: dict[str, list[float]], duplicates: int,
+                      out_of_order: int, progress: list[dict[str, Any]]) -> dict[str, Any]:
+        latencies: list[float] = []
+        to_all: list[float] = []
+        incomplete = 0
+        delivered = 0
+        first_sent = min((s[1] for s in pub["sent"]), default=0.0)
+        last_arrival = first_sent
+        for event_id, written, _user in pub["sent"]:
+            times = arrivals.get(event_id, [])
+            delivered += len(times)
+            if times:
+                latencies.extend(t - written for t in times)
+                last_arrival = max(last_arrival, max(times))
+            if len(times) >= n:
+                to_all.append(max(times) - written)
+            else:
+                incomplete += 1
+        expected = n * len(pub["sent"])
+        span = last_arrival - first_sent
+        unexpected = sum(len(v) for k, v in arrivals.items() if k not in {s[0] for s in pub["sent"]})
+        return {
+            "published": len(pub["sent"]), "publish_statuses": pub["statuses"],
+            "publish_elapsed_s": round(pub["elapsed_s"], 3),
+            "expected": expected, "delivered": delivered, "lost": expected - delivered, "duplicates": duplicates,
+            "unexpected": unexpected, "out_of_order": out_of_order, "events_not_reaching_all": incomplete,
+            "alive": sum(p["alive"] for p in progress),
+            "stream_errors": {k: v for p in progress for k, v in p["errors"].items()},
+            "time_to_all": summary_ms(to_all), "latency": summary_ms(latencies),
+            "span_s": round(span, 3), "deliveries_per_s": round(delivered / span) if span > 0 else None,
+        }
+
+    def unicast(self, name: str, n: int, rate: float, duration: float, batch: int, connections: int) -> dict[str, Any]:
+        ramp = self.ensure_streams(n)
+        users = self.open_users
+
+        def body() -> dict[str, Any]:
+            self.call_streams("reset", 30)
+            pub = self.publish(timeout=duration + 30, kind="unicast", users=users, rate=rate / batch,
+                               duration=duration, batch=batch, connections=connections)
+            progress = self.wait_received(len(pub["sent"]), timeout=10.0)
+            arrivals, receivers, duplicates, out_of_order = self.collect(by_user=True)
+            latencies: list[float] = []
+            delivered = misrouted = 0
+            first_sent = min((s[1] for s in pub["sent"]), default=0.0)
+            last_arrival = first_sent
+            for event_id, written, user in pub["sent"]:
+                times = arrivals.get(event_id, [])
+                for at, who in zip(times, receivers.get(event_id, [])):
+                    if who != user:
+                        misrouted += 1
+                        continue
+                    delivered += 1
+                    latencies.append(at - written)
+                    last_arrival = max(last_arrival, at)
+            span = last_arrival - first_sent
+            http = sorted(pub["http_latencies"])
+            return {
+                "params": {"streams": n, "target_deliveries_per_s": rate, "duration_s": duration, "batch": batch,
+                           "requests_per_s": rate / batch, "publish_connections": connections},
+                "ramp": ramp,
+                "published": len(pub["sent"]), "requests": pub["requests"], "publish_statuses": pub["statuses"],
+                "publisher_lateness_max_ms": ms(pub["lateness_max_s"]),
+                "http_ms": {"p50_ms": ms(percentile(http, 50)), "p99_ms": ms(percentile(http, 99))},
+                "delivered": delivered, "lost": len(pub["sent"]) - delivered, "duplicates": duplicates,
+                "misrouted": misrouted, "out_of_order": out_of_order,
+                "alive": sum(p["alive"] for p in progress),
+                "stream_errors": {k: v for p in progress for k, v in p["errors"].items()},
+                "latency": summary_ms(latencies), "span_s": round(span, 3),
+                "deliveries_per_s": round(delivered / span) if span > 0 else None,
+            }
+        return self.measure(name, body)
+
+    def publish_rate(self, n: int, duration: float, connections: int) -> dict[str, Any]:
+        ramp = self.ensure_streams(n)
+        users = self.open_users or self.users(max(1, self.args.streams))
+
+        def body() -> dict[str, Any]:
+            pub = self.publish(timeout=duration + 30, kind="unicast", users=users, duration=duration,
+                               connections=connections)
+            http = sorted(pub["http_latencies"])
+            return {"params": {"subscribers": n, "duration_s": duration, "publish_connections": connections},
+                    "ramp": ramp, "requests": pub["requests"], "statuses": pub["statuses"],
+                    "requests_per_s": round(pub["requests"] / pub["elapsed_s"]),
+                    "http_ms": {"p50_ms": ms(percentile(http, 50)), "p99_ms": ms(percentile(http, 99)),
+                                "max_ms": ms(http[-1] if http else None)}}
+        return self.measure("publish" if n == 0 else "publish_with_subscribers", body)
+
+    def run(self) -> None:
+        a = self.args
+        wanted = [s for s in SCENARIOS if s in (a.scenarios or SCENARIOS)]
+        print(f"# notifier bench {self.run_id}: {', '.join(wanted)}; machine {json.dumps(machine())}", file=sys.stderr)
+        self.report({"scenario": "machine", **machine(), "url": "local" if a.url is None else "external",
+                     "workers": a.workers, "client_procs": a.client_procs})
+        if "connect" in wanted:
+            self.connect()
+        if "broadcast" in wanted:
+            self.broadcast("broadcast", a.streams, a.events, a.broadcast_rate, 1)
+        if "unicast" in wanted:
+            self.unicast("unicast", a.unicast_streams or a.streams, a.rate, a.duration, 1, a.publish_connections)
+        if "batch" in wanted:
+            self.unicast("unicast_batch", a.unicast_streams or a.streams, a.batch_rate, a.duration, a.batch,
+                         max(1, a.publish_connections // 4))
+        if "publish" in wanted:
+            self.publish_rate(a.unicast_streams or a.streams, a.duration, a.publish_connections)
+        if "fanout" in wanted:
+            self.broadcast("fanout", a.fanout_streams, a.fanout_events, None, a.fanout_connections)
+        if "publish" in wanted:
+            self.close_streams()
+            self.publish_rate(0, a.duration, a.publish_connections)
+        self.close_streams()
+
+
+# ---------------------------------------------------------------------------
+# Reporting
+# ---------------------------------------------------------------------------
+
+TARGETS: dict[str, list[tuple[str, str, Callable[[Any], bool]]]] = {
+    "connect": [("ramp_s", "<= 10 s", lambda v: v is not None and v <= 10),
+                ("rss_per_stream_kib", "<= 24.4 KiB (25 KB)", lambda v: v is not None and v <= 25000 / 1024)],
+    "broadcast": [("time_to_all.p99_ms", "< 1000 ms", lambda v: v is not None and v < 1000),
+                  ("lost", "0", lambda v: v == 0)],
+    "fanout": [("deliveries_per_s", ">= 50,000/s", lambda v: v is not None and v >= 50000),
+               ("lost", "0", lambda v: v == 0)],
+    "unicast": [("deliveries_per_s", ">= 3,000/s", lambda v: v is not None and v >= 3000),
+                ("latency.p99_ms", "< 100 ms", lambda v: v is not None and v < 100),
+                ("lost", "0", lambda v: v == 0)],
+    "unicast_batch": [("deliveries_per_s", ">= 20,000/s", lambda v: v is not None and v >= 20000),
+                      ("lost", "0", lambda v: v == 0)],
+}
+
+
+def lookup(result: dict[str, Any], path: str) -> Any:
+    value: Any = result
+    for part in path.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def table(result: dict[str, Any]) -> str:
+    name = result.get("scenario", "?")
+    rows: list[tuple[str, str, str, str]] = []
+    targets = {path: (text, check) for path, text, check in TARGETS.get(name, [])}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict) and value and all(not isinstance(v, (dict, list)) for v in value.values()) \
+                and prefix.split(".")[-1] in ("time_to_all", "latency", "connect_ms", "http_ms", "cpu"):
+            for key, item in value.items():
+                walk(f"{prefix}.{key}", item)
+            return
+        if isinstance(value, dict):
+            if not value:
+                rows.append((prefix, "{}", "", ""))
+                return
+            for key, item in value.items():
+                walk(f"{prefix}.{key}" if prefix else key, item)
+            return
+        target, ok = "", ""
+        if prefix in targets:
+            target = targets[prefix][0]
+            ok = "ok" if targets[prefix][1](value) else "MISS"
+        text = json.dumps(value) if isinstance(value, list) else str(value)
+        rows.append((prefix, text[:70], target, ok))
+
+    for key, value in result.items():
+        if key in ("scenario",):
+            continue
+        walk(key, value)
+    width = max((len(r[0]) for r in rows), default=10)
+    lines = [f"== {name} " + "=" * max(0, 60 - len(name))]
+    for label, value, target, ok in rows:
+        lines.append(f"  {label:<{width}}  {value:<24} {target:<14} {ok}".rstrip())
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("scenarios", nargs="*", metavar="scenario",
+                   help=f"any of {', '.join(SCENARIOS)} (default: all)")
+    p.add_argument("-n", "--streams", type=int, default=10000, help="streams for connect/broadcast (default 10000)")
+    p.add_argument("--unicast-streams", type=int, default=0, help="users for unicast/batch/publish (default: --streams)")
+    p.add_argument("-m", "--events", type=int, default=20, help="broadcast events (default 20)")
+    p.add_argument("--broadcast-rate", type=float, default=4.0, help="broadcast events per second (default 4)")
+    p.add_argument("--fanout-streams", type=int, default=1000, help="streams for the fan-out throughput run")
+    p.add_argument("--fanout-events", type=int, default=1000, help="events published back to back (default 1000)")
+    p.add_argument("--fanout-connections", type=int, default=4, help="publisher connections for fanout (default 4)")
+    p.add_argument("-r", "--rate", type=float, default=3000, help="unicast deliveries per second (default 3000)")
+    p.add_argument("--batch-rate", type=float, default=20000, help="batch-publish deliveries per second (default 20000)")
+    p.add_argument("--batch", type=int, default=100, help="notifications per batch request (default 100)")
+    p.add_argument("-t", "--duration", type=float, default=10.0, help="seconds for unicast/batch/publish (default 10)")
+    p.add_argument("--publish-connections", type=int, default=32, help="publisher keep-alive connections (default 32)")
+    p.add_argument("--hold", type=float, default=20.0, help="seconds to hold idle streams in connect (default 20)")
+    p.add_argument("--connect-concurrency", type=int, default=1000, help="handshakes in flight, all clients (default 1000)")
+    p.add_argument("--connect-timeout", type=float, default=60.0, help="seconds allowed to open all streams")
+    p.add_argument("--client-procs", type=int, default=2, help="stream-holding client processes (default 2)")
+    p.add_argument("--workers", type=int, default=2, help="gunicorn workers when the bench starts the server")
+    p.add_argument("--log-level", default="WARNING", help="server NOTIFIER_LOG_LEVEL (default WARNING)")
+    p.add_argument("--server-env", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra environment for the server it starts (repeatable)")
+    p.add_argument("--root", help="source tree to serve (default: this checkout), for before/after runs")
+    p.add_argument("--url", help="benchmark a running server instead (http://127.0.0.1:PORT)")
+    p.add_argument("--secret", help="with --url: the server's HS256 secret (NOTIFIER_JWT_SECRET)")
+    p.add_argument("--out", help="directory for results (default bench/results, gitignored)")
+    args = p.parse_args(argv)
+    unknown = [s for s in args.scenarios if s not in SCENARIOS]
+    if unknown:
+        p.error(f"unknown scenario {', '.join(unknown)}: choose from {', '.join(SCENARIOS)}")
+    if args.url and not args.url.startswith(("http://127.", "http://localhost")):
+        p.error("--url must be a loopback address: this tool sends heavy load")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    bench = Bench(args)
+    try:
+        bench.start()
+        bench.run()
+    except KeyboardInterrupt:
+        print("# interrupted", file=sys.stderr)
+        return 130
+    finally:
+        bench.stop()
+    print(f"# results appended to {bench.out_file}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
