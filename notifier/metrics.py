@@ -29,6 +29,9 @@ DISCONNECT_REASONS = (CloseReason.CLIENT_GONE, CloseReason.TOKEN_EXPIRED, CloseR
                       CloseReason.SHUTDOWN, CloseReason.ERROR)
 TARGET_KINDS = ("user", "topic", "broadcast")
 AUTH_ENDPOINTS = ("events", "notifications", "publish")
+RESET_REASONS = ("unknown_id", "too_old", "too_many")
+STREAM_REJECTION_STATUSES = ("400", "401", "403", "503")
+PUBLISH_ERROR_STATUSES = ("400", "401", "403", "413", "415", "422", "503")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -71,6 +74,12 @@ class Metrics:
             self.events_published.labels(kind)
         for endpoint in AUTH_ENDPOINTS:
             self.auth_failures.labels(endpoint)
+        for reset in RESET_REASONS:
+            self.resets.labels(reset)
+        for status in STREAM_REJECTION_STATUSES:
+            self.stream_rejections.labels(status)
+        for status in PUBLISH_ERROR_STATUSES:
+            self.publish_errors.labels(status)
 
     def exposition(self) -> tuple[bytes, str]:
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

@@ -73,9 +73,12 @@ def events() -> Response:
         # is in both, and skip_through drops the live copy.
         state.broker.attach(subscription)
         opening = _resume(state, subscription, channels, resume_text)
-    except NotifierError as exc:
+    except Exception as exc:
+        # Any failure, expected or not, must not leave the subscription (and
+        # its Redis channel) behind.
         state.broker.detach(subscription)
-        state.metrics.stream_rejections.labels(str(exc.status)).inc()
+        if isinstance(exc, NotifierError):
+            state.metrics.stream_rejections.labels(str(exc.status)).inc()
         raise
 
     plan = _plan(state, subscriber, subscription, opening)
