@@ -311,7 +311,7 @@ class RedisBroker:
         pending: list[tuple[Delivery, str]] = []
         for start in range(0, len(channels), CATCH_UP_CHUNK):
             chunk = channels[start:start + CATCH_UP_CHUNK]
-            found, _info, _last = self.store.read_after(chunk, self._last_seen, upto=cutoff)
+            found, _info, _last, _since = self.store.read_after(chunk, self._last_seen, upto=cutoff)
             for channel, stream in zip(chunk, found):
                 pending.extend((delivery, channel) for delivery in stream)
         # Global id order, so each subscription sees its ids ascending.

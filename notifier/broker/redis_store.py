@@ -25,17 +25,30 @@ from . import Published, Replay, merge_by_id
 PUBLISH_SCRIPT = """
 local maxlen = ARGV[1]
 local max_age_ms = tonumber(ARGV[2])
+local deadline = tonumber(ARGV[3])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+-- A script that runs after its caller gave up (Redis was stalled: SIGSTOP,
+-- a long fork, a slow disk) must not store anything: the caller answered 503
+-- and the publisher will retry, so storing it would deliver it twice.
+if deadline > 0 and now > deadline then
+  return redis.error_reply('STALE publish ran after its deadline; nothing stored')
+end
 local last = redis.call('HMGET', KEYS[1], 'ms', 'seq')
+-- No sequence: a new deployment, or a Redis that lost its data. Remember the
+-- first id of this history, so a resume point below it is known to have lost
+-- events (a reset), instead of silently replaying only what came after.
+local fresh = not last[1]
 local ms = tonumber(last[1]) or 0
 local seq = tonumber(last[2]) or -1
 local out = {}
+local first_id = nil
 for i = 2, #KEYS do
   if now > ms then ms = now; seq = 0 else seq = seq + 1 end
   local id = string.format('%d-%d', ms, seq)
-  local channel = ARGV[2 * i - 1]
-  local payload = '{"id":"' .. id .. '",' .. ARGV[2 * i]
+  first_id = first_id or id
+  local channel = ARGV[2 * i]
+  local payload = '{"id":"' .. id .. '",' .. ARGV[2 * i + 1]
   redis.call('XADD', KEYS[i], 'MAXLEN', maxlen, id, 'd', payload)
   redis.call('XTRIM', KEYS[i], 'MINID', '~', string.format('%d-0', now - max_age_ms))
   redis.call('PEXPIRE', KEYS[i], max_age_ms)
@@ -43,8 +56,11 @@ for i = 2, #KEYS do
   out[#out + 1] = redis.call('PUBLISH', channel, payload)
 end
 redis.call('HSET', KEYS[1], 'ms', ms, 'seq', seq)
+if fresh then redis.call('HSET', KEYS[1], 'since', first_id) end
 return out
 """
+
+CLOCK_REFRESH_SECONDS = 30.0
 
 
 def make_client(url: str, socket_timeout: float = 5.0, max_connections: int = 64) -> redis.Redis:
@@ -76,13 +92,39 @@ class RedisStore:
         self.history_max_age_ms = int(history_max_age_seconds * 1000)
         self.replay_max_events = replay_max_events
         self._script = client.register_script(PUBLISH_SCRIPT)
+        # A publish whose reply times out must not be stored later (the caller
+        # answers 503 and the publisher retries): the script refuses to run
+        # once half the socket timeout has passed since it was sent, which
+        # leaves the other half for the reply and for clock-offset error.
+        timeout = client.connection_pool.connection_kwargs.get("socket_timeout")
+        self._stale_after_ms = float(timeout) * 500 if timeout else 0.0
+        self._clock_offset_ms: float | None = None  # Redis TIME minus our clock
+        self._clock_measured_at = 0.0
+
+    def _deadline_ms(self) -> int:
+        """The latest Redis time at which a publish sent now may still run (0: no limit)."""
+        if not self._stale_after_ms:
+            return 0
+        now = time.time()
+        if self._clock_offset_ms is None or now - self._clock_measured_at > CLOCK_REFRESH_SECONDS:
+            # Measure against Redis' own clock, so host clock skew cannot
+            # refuse every publish (or accept stale ones).
+            before = time.time()
+            seconds, micros = self.client.time()
+            after = time.time()
+            self._clock_offset_ms = seconds * 1000 + micros / 1000 - (before + after) * 500
+            self._clock_measured_at = after
+            now = after
+        return int(now * 1000 + self._clock_offset_ms + self._stale_after_ms)
 
     def publish(self, notifications: Sequence[Notification]) -> list[Published]:
-        """Raises redis.RedisError (ConnectionError, TimeoutError...) on failure."""
+        """Raises redis.RedisError (ConnectionError, TimeoutError, or ResponseError
+        "STALE" when Redis ran it too late to answer in time) on failure; then
+        nothing was stored."""
         if not notifications:
             return []
         keys: list[str] = [self.names.sequence_key]
-        args: list[Any] = [self.history_max_events, self.history_max_age_ms]
+        args: list[Any] = [self.history_max_events, self.history_max_age_ms, self._deadline_ms()]
         for notification in notifications:
             channel = self.names.for_target(notification.target)
             keys.append(self.names.history_key(channel))
@@ -100,9 +142,10 @@ class RedisStore:
         return int(ms), int(seq)
 
     def read_after(self, channels: Sequence[str], after: EventId, with_info: bool = False,
-                   upto: EventId | None = None) -> tuple[list[list[Delivery]], list[Any], EventId]:
+                   upto: EventId | None = None) -> tuple[list[list[Delivery]], list[Any], EventId, EventId | None]:
         """One MULTI/EXEC snapshot: for each channel the events after ``after``
-        (and, with_info, its XINFO), plus the sequence's last id.
+        (and, with_info, its trim horizon), plus the sequence's last id and the
+        first id of the current history (None when not recorded).
 
         A snapshot matters: read channel by channel and an event published in
         between on an already-read channel would be skipped for good.
@@ -116,16 +159,18 @@ class RedisStore:
         if with_info:
             for channel in channels:
                 pipe.exists(self.names.history_key(channel))
-        pipe.hmget(self.names.sequence_key, "ms", "seq")
+        pipe.hmget(self.names.sequence_key, "ms", "seq", "since")
         results = pipe.execute()
         streams = [[_delivery(entry) for entry in results[i]] for i in range(len(channels))]
         info: list[Any] = []
         if with_info:
             existing = [channel for channel, exists in zip(channels, results[len(channels):2 * len(channels)]) if exists]
             info = self._trim_horizons(existing)
-        ms, seq = results[-1]
+        ms, seq, since = results[-1]
         last = (int(ms), int(seq)) if ms is not None and seq is not None else (0, 0)
-        return streams, info, last
+        # The first id of the current history (see PUBLISH_SCRIPT), if recorded.
+        first = parse_event_id(_text(since)) if since is not None else None
+        return streams, info, last, first
 
     def _trim_horizons(self, channels: Sequence[str]) -> list[EventId]:
         """For each channel whose history has been trimmed, its oldest kept id.
@@ -156,9 +201,14 @@ class RedisStore:
         return out
 
     def replay(self, channels: Sequence[str], after: EventId) -> Replay:
-        streams, horizons, last = self.read_after(channels, after, with_info=True)
+        streams, horizons, last, since = self.read_after(channels, after, with_info=True)
         if after > last:
             return Replay(reset=True, reason="unknown_id")
+        if since is not None and after < since:
+            # The history (and the sequence) began after this id: Redis lost
+            # its data (a restart without persistence). What the client missed
+            # before that is gone; say so rather than replay only what followed.
+            return Replay(reset=True, reason="history_lost")
         if after[0] < int(time.time() * 1000) - self.history_max_age_ms:
             return Replay(reset=True, reason="too_old")
         if any(horizon > after for horizon in horizons):
