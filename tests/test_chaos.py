@@ -690,6 +690,62 @@ def test_silent_pubsub_death_is_caught_by_the_probe() -> None:
         redis_server.stop()
 
 
+def test_catch_up_beyond_history_resets_instead_of_skipping() -> None:
+    """A subscriber deaf for longer than the history covers: the catch-up
+    cannot deliver what was trimmed meanwhile. The streams concerned must
+    end and resume into ``event: reset``, never continue with a silent gap;
+    streams whose history still covers the outage lose nothing and see no reset."""
+    redis_server = RedisServer().start()
+    proxy = RedisProxy(redis_server.port)
+    server = Gunicorn({**FAST, "NOTIFIER_REDIS_URL": proxy.url, "NOTIFIER_HISTORY_MAX_EVENTS": "5"}, workers=2)
+    try:
+        server.start()
+        with clients([server.url], ["busy", "quiet"]) as (busy, quiet):
+            publisher = Publisher(server.url)
+            published: dict[str, list[str]] = {"busy": [], "quiet": []}
+
+            def send(user: str, key: str) -> None:
+                published[user].append(publisher.publish(user_event(user, key))["published"][0]["id"])
+
+            for i in range(3):
+                send("busy", f"before{i}")
+                send("quiet", f"before{i}")
+            wait_until(lambda: len(busy.notes) == 3 and len(quiet.notes) == 3, 10, message="first events")
+            wait_until(lambda: len(proxy.pubsub_pairs()) == 2, 10, message="both workers subscribed")
+            assert proxy.silence_pubsub() == 2
+            for i in range(12):  # more than the 5 kept: the first ones are trimmed
+                send("busy", f"deaf{i}")
+            send("quiet", "deaf0")
+            wait_until(lambda: busy.resets(), 15, message="a reset for the client whose history was trimmed")
+            for i in range(3):
+                send("busy", f"after{i}")
+                send("quiet", f"after{i}")
+            wait_until(lambda: busy.keys()[-1:] == ["after2"] and quiet.keys()[-1:] == ["after2"], 15,
+                       message="live delivery after the catch-up")
+            time.sleep(0.3)
+        assert quiet.keys() == ["before0", "before1", "before2", "deaf0", "after0", "after1", "after2"]
+        assert not quiet.resets() and quiet.connects == 1
+        # busy: what it got is in order, without duplicates, and every gap is announced by a reset.
+        position = {event_id: index for index, event_id in enumerate(published["busy"])}
+        seen = -1
+        for event in busy.events:
+            if event.event == "reset":
+                resume = event.json()["resume_from"]
+                assert parse_event_id(resume) >= parse_event_id(published["busy"][max(seen, 0)])
+                seen = max(seen, max((i for eid, i in position.items() if parse_event_id(eid) <= parse_event_id(resume)),
+                                     default=seen))
+                continue
+            index = position[event.json()["id"]]
+            assert index == seen + 1, f"silent gap or duplicate before {event.json()['data']['key']}: {busy.keys()}"
+            seen = index
+        assert busy.keys()[:3] == ["before0", "before1", "before2"] and busy.keys()[-3:] == ["after0", "after1", "after2"]
+        assert busy.connects >= 2
+    finally:
+        server.stop()
+        proxy.close()
+        redis_server.stop()
+
+
 # --------------------------------------------------------------------------
 # 4. A worker SIGKILLed
 # --------------------------------------------------------------------------

@@ -35,7 +35,7 @@ from gevent.event import Event
 from ..channels import ChannelNames
 from ..errors import BrokerUnavailable
 from ..events import ZERO_ID, Delivery, EventId, Notification, delivery_from_payload
-from ..hub import Hub, Subscription
+from ..hub import CloseReason, Hub, Subscription
 from . import Published, Replay
 from .redis_store import RedisStore, make_client
 
@@ -316,12 +316,32 @@ class RedisBroker:
                 pending.extend((delivery, channel) for delivery in stream)
         # Global id order, so each subscription sees its ids ascending.
         pending.sort(key=lambda pair: pair[0].id)
+        self._end_streams_with_gaps(sorted({channel for _delivery, channel in pending}))
         for delivery, channel in pending:
             self.hub.dispatch(channel, delivery)
         self._last_seen = cutoff
         if pending:
             log.info("caught up %d events after reconnect", len(pending))
         self._on_event("catch_up", str(len(pending)))
+
+    def _end_streams_with_gaps(self, channels: list[str]) -> None:
+        """Channels trimmed past ``_last_seen`` while we were away lost events
+        the catch-up cannot deliver: their streams would go on with a silent
+        gap. End them first (before anything newer is queued), so they resume
+        with their Last-Event-ID and the replay answers ``event: reset``."""
+        lagged: set[str] = set()
+        for start in range(0, len(channels), CATCH_UP_CHUNK):
+            lagged.update(self.store.gaps(channels[start:start + CATCH_UP_CHUNK], self._last_seen))
+        if not lagged:
+            return
+        ended = 0
+        for subscription in self.hub.subscriptions():
+            if not lagged.isdisjoint(subscription.channels):
+                subscription.close(CloseReason.EVICTED)
+                ended += 1
+        log.warning("history trimmed during the outage on %d channels: ended %d streams to reset them",
+                    len(lagged), ended)
+
 
 
 def _text(value: Any) -> str:

@@ -185,20 +185,24 @@ class RedisStore:
         pipe = self.client.pipeline(transaction=False)
         for channel in channels:
             pipe.xinfo_stream(self.names.history_key(channel))
-        out = []
-        for info in pipe.execute(raise_on_error=False):
-            if not isinstance(info, dict):
-                continue
-            added, length, first = info.get("entries-added"), info.get("length"), info.get("first-entry")
-            if added is None or length is None or int(added) <= int(length):
-                continue
-            if first:
-                parsed = parse_event_id(_text(first[0]))
-                if parsed is not None:
-                    out.append(parsed)
-            else:  # everything trimmed (by age): any resume point is suspect
-                out.append((2**62, 0))
-        return out
+        horizons = (_horizon(info) for info in pipe.execute(raise_on_error=False))
+        return [horizon for horizon in horizons if horizon is not None]
+
+    def gaps(self, channels: Sequence[str], after: EventId) -> list[str]:
+        """The channels whose history no longer reaches back to ``after``
+        (same conservative rule as replay): a reader at ``after`` may have
+        missed trimmed events on them."""
+        if not channels:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        for channel in channels:
+            pipe.xinfo_stream(self.names.history_key(channel))
+        found = []
+        for channel, info in zip(channels, pipe.execute(raise_on_error=False)):
+            horizon = _horizon(info)
+            if horizon is not None and horizon > after:
+                found.append(channel)
+        return found
 
     def replay(self, channels: Sequence[str], after: EventId) -> Replay:
         streams, horizons, last, since = self.read_after(channels, after, with_info=True)
@@ -231,6 +235,18 @@ class RedisStore:
 
 def _text(value: Any) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def _horizon(info: Any) -> EventId | None:
+    """From XINFO STREAM: the oldest kept id if the stream was ever trimmed."""
+    if not isinstance(info, dict):
+        return None
+    added, length, first = info.get("entries-added"), info.get("length"), info.get("first-entry")
+    if added is None or length is None or int(added) <= int(length):
+        return None
+    if first:
+        return parse_event_id(_text(first[0]))
+    return (2**62, 0)  # everything trimmed (by age): any resume point is suspect
 
 
 def _delivery(entry: Any) -> Delivery:
