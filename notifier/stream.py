@@ -111,7 +111,9 @@ def event_stream(plan: StreamPlan, detach: Callable[[Subscription], None],
                 yield b":\n\n"
                 next_heartbeat = time.monotonic() + plan.heartbeat
     except GeneratorExit:
-        reason = CloseReason.CLIENT_GONE
+        # An evicted stream's socket is shut down under a blocked write, which
+        # ends here too: keep the reason the subscription was closed for.
+        reason = sub.closed or CloseReason.CLIENT_GONE
         raise
     except Exception:
         reason = CloseReason.ERROR

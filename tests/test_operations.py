@@ -57,6 +57,7 @@ def start_stack(metrics_dir: Path, **env: str) -> tuple[Gunicorn, RedisServer]:
         "NOTIFIER_REDIS_URL": redis_server.url,
         "NOTIFIER_JWT_SECRET": tokens.SECRET,
         "NOTIFIER_HEARTBEAT_SECONDS": "0.5",
+        "NOTIFIER_QUEUE_SIZE": "8",
         "NOTIFIER_PROBE_INTERVAL_SECONDS": "0.5",
         "NOTIFIER_PROBE_TIMEOUT_SECONDS": "1",
         "NOTIFIER_DRAIN_SECONDS": "1",
@@ -266,6 +267,30 @@ def test_each_metric_moves_with_what_it_counts(stack) -> None:
     text = requests.get(server.url + "/metrics", timeout=5).text
     for secret_ish in ("alice", "bob", "orders:1"):
         assert secret_ish not in text
+
+
+def test_a_client_that_stops_reading_is_evicted_and_counted(stack) -> None:
+    server, redis_server = stack
+    before = scrape(server)
+
+    def delta(name: str, **labels: str) -> float:
+        return value(scrape(server), name, **labels) - value(before, name, **labels)
+
+    slow = connect(server, "slowpoke")  # never read from again
+    try:
+        big = "x" * 60_000
+        # Batches of 6 MB until the socket buffers are full and the queue (8) overflows; bounded.
+        for _ in range(8):
+            publish(server, [{"user_id": "slowpoke", "message": big}] * 100)
+            if delta("notifier_evictions_total") >= 1:
+                break
+        wait_until(lambda: delta("notifier_evictions_total") == 1
+                   and delta("notifier_stream_disconnects_total", reason="evicted") == 1, 15,
+                   message="the slow stream to be evicted and counted")
+        wait_until(lambda: value(scrape(server), "notifier_streams_open") == 0, 10, message="the evicted stream closed")
+    finally:
+        slow.close()
+        redis_server.client().delete("notifier:history:user:slowpoke")
 
 
 # ---------------------------------------------------------------------------
