@@ -211,15 +211,20 @@ def test_stopping_one_instance_moves_its_clients_to_the_other_losing_nothing(clu
     stop_publishing = threading.Event()
     errors: list[str] = []
 
+    doomed, survivor = pods
+
     def publisher() -> None:
-        # One batch (one event per user) every 50 ms, through nginx; bounded.
+        # One batch (one event per user) every 50 ms; bounded. Straight to the
+        # instance that stays: a POST that nginx had already sent to the one
+        # stopping is not retried (non-idempotent), and what is under test
+        # here is the subscribers' failover.
         for sequence in range(600):
             if stop_publishing.is_set():
                 return
             body = [{"user_id": user, "message": str(sequence)} for user in users]
             for _attempt in range(20):
                 try:
-                    response = publish(nginx.url, body)
+                    response = publish(survivor.url, body)
                 except requests.RequestException as exc:
                     errors.append(repr(exc))
                     time.sleep(0.05)
@@ -236,7 +241,6 @@ def test_stopping_one_instance_moves_its_clients_to_the_other_losing_nothing(clu
     thread = threading.Thread(target=publisher, daemon=True)
     try:
         wait_until(lambda: all(upstream_of(c) for c in clients), 10, message="every client connected through nginx")
-        doomed, survivor = pods
         on_doomed = [c for c in clients if upstream_of(c).endswith(f":{doomed.port}")]
         assert 0 < len(on_doomed) < len(clients), "nginx spreads the clients over both instances"
         thread.start()
@@ -273,7 +277,7 @@ def test_stopping_one_instance_moves_its_clients_to_the_other_losing_nothing(clu
             assert [e.event for e in client.events if e.event == "reset"] == [], f"{user} was reset instead of resumed"
             got = [n["message"] for n in client.notifications()]
             assert got == expected, f"{user}: lost or duplicated events across the failover"
-        # Drained with a 503 at most on a reused upstream connection; never a 5xx to a publisher.
+        # Drained with a 503 at most on a reused upstream connection, never a 502.
         assert all(status in (200, 503) for c in clients for status in c.statuses)
         assert not errors, errors[:5]
         print(f"\nfailover through nginx: {len(on_doomed)} clients moved in {failover:.2f}s "
