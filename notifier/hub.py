@@ -119,6 +119,10 @@ class Hub:
         self._channels: dict[str, set[Subscription]] = {}
         self._subscriptions: set[Subscription] = set()
         self._on_evict = on_evict
+        # Bumped whenever a channel gains its first or loses its last local
+        # subscriber, so the broker compares one int per poll instead of
+        # rebuilding the set of (possibly 10,000s of) channels.
+        self.version = 0
 
     def subscribe(self, subscription: Subscription) -> list[str]:
         """Register; returns the channels that had no local subscriber before."""
@@ -130,6 +134,8 @@ class Hub:
                 members = self._channels[channel] = set()
                 first.append(channel)
             members.add(subscription)
+        if first:
+            self.version += 1
         return first
 
     def unsubscribe(self, subscription: Subscription) -> list[str]:
@@ -144,6 +150,8 @@ class Hub:
             if not members:
                 del self._channels[channel]
                 emptied.append(channel)
+        if emptied:
+            self.version += 1
         return emptied
 
     def dispatch(self, channel: str, delivery: Delivery) -> int:

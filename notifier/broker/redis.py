@@ -42,6 +42,17 @@ from .redis_store import RedisStore, make_client
 log = logging.getLogger("notifier.broker.redis")
 
 POLL_SECONDS = 0.02  # how often the owner greenlet looks for channel changes
+# Wide fan-out: when a message reached at least DRAIN_MIN_FANOUT local streams,
+# the messages already read from the socket are handed to the hub back to back
+# (at most DRAIN_MAX_MESSAGES, for at most DRAIN_BUDGET_SECONDS) before the
+# streams run: each stream then wakes once and writes the batch in one chunk,
+# one greenlet switch and one send() per batch instead of per event (5x less
+# CPU per delivery, bench/README.md). Narrow messages (a user's own, a few
+# streams) are cheap to write one by one and go out at once, as before, which
+# also keeps each reader's writes small.
+DRAIN_MIN_FANOUT = 64
+DRAIN_MAX_MESSAGES = 128
+DRAIN_BUDGET_SECONDS = 0.005
 SUBSCRIBE_TIMEOUT = 5.0
 BACKOFF_BASE = 0.05
 BACKOFF_MAX = 2.0
@@ -82,6 +93,7 @@ class RedisBroker:
         self._requested: set[str] = set()
         self._confirmed: set[str] = set()
         self._waiters: list[_Waiter] = []
+        self._synced_version = -1  # hub.version at the last _sync_channels
         self._greenlet: gevent.Greenlet | None = None
         self._stopping = False
         self._ready = False
@@ -227,18 +239,28 @@ class RedisBroker:
         last_traffic = time.monotonic()
         probe_sent: float | None = None
         while not self._stopping:
-            self._sync_channels(pubsub)
+            if self.hub.version != self._synced_version:
+                self._sync_channels(pubsub)
             message = pubsub.get_message(timeout=POLL_SECONDS)
             now = time.monotonic()
             if message is not None:
                 last_traffic = now
-                if message.get("type") == "message" and _text(message.get("channel")) == self.probe_channel:
-                    probe_sent = None
-                    self.last_probe_ok = time.time()
-                else:
-                    self._handle(message)
-                # Drain what is buffered before sleeping again, but let other
-                # greenlets (the streams) run between messages.
+                # Wide fan-out: hand over what is already buffered (see DRAIN_MIN_FANOUT),
+                # then let the streams run before reading again.
+                drain_until = now + DRAIN_BUDGET_SECONDS
+                handled = 0
+                while message is not None:
+                    fanout = 0
+                    if message.get("type") == "message" and _text(message.get("channel")) == self.probe_channel:
+                        probe_sent = None
+                        self.last_probe_ok = time.time()
+                    else:
+                        fanout = self._handle(message)
+                    handled += 1
+                    if (fanout < DRAIN_MIN_FANOUT or handled >= DRAIN_MAX_MESSAGES
+                            or time.monotonic() >= drain_until):
+                        break
+                    message = pubsub.get_message(timeout=0)
                 gevent.sleep(0)
                 continue
             # Yield even when the socket wait did not (an unpatched process).
@@ -254,6 +276,7 @@ class RedisBroker:
                     raise ProbeFailed("probe channel has no subscriber")
 
     def _sync_channels(self, pubsub: redis.client.PubSub) -> None:
+        self._synced_version = self.hub.version
         wanted = self._wanted()
         add = wanted - self._requested
         remove = self._requested - wanted
@@ -267,7 +290,8 @@ class RedisBroker:
             self._requested -= remove
             self._confirmed -= remove
 
-    def _handle(self, message: dict[str, Any]) -> None:
+    def _handle(self, message: dict[str, Any]) -> int:
+        """Returns how many local streams took the message (0 for the others)."""
         kind = message.get("type")
         channel = _text(message.get("channel"))
         if kind == "message":
@@ -276,15 +300,17 @@ class RedisBroker:
                 delivery = delivery_from_payload(_text(data))
             except (ValueError, KeyError, TypeError):
                 log.warning("dropping malformed message on %s", channel)
-                return
+                return 0
             if delivery.id > self._last_seen:
                 self._last_seen = delivery.id
-            self.hub.dispatch(channel, delivery)
+            delivered = self.hub.dispatch(channel, delivery)
             self._on_event("delivered", channel)
-        elif kind == "subscribe":
+            return delivered
+        if kind == "subscribe":
             if channel in self._requested:
                 self._confirmed.add(channel)
             self._notify_waiters(channel)
+        return 0
 
     def _notify_waiters(self, channel: str) -> None:
         for waiter in list(self._waiters):
@@ -341,7 +367,6 @@ class RedisBroker:
                 ended += 1
         log.warning("history trimmed during the outage on %d channels: ended %d streams to reset them",
                     len(lagged), ended)
-
 
 
 def _text(value: Any) -> str:
