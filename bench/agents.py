@@ -78,8 +78,20 @@ class Target:
 
 
 class Stream(asyncio.Protocol):
-    __slots__ = ("agent", "decoder", "error", "ids", "opened", "request", "started", "times", "transport", "user",
-                 "closed", "connected_at")
+    __slots__ = (
+        "agent",
+        "closed",
+        "connected_at",
+        "decoder",
+        "error",
+        "ids",
+        "opened",
+        "request",
+        "started",
+        "times",
+        "transport",
+        "user",
+    )
 
     def __init__(self, agent: StreamAgent, user: str, request: bytes):
         self.agent = agent

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import multiprocessing
 import os
 import secrets
@@ -18,7 +19,6 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ RESULTS = ROOT / "bench" / "results"
 def percentile(sorted_values: list[float], p: float) -> float | None:
     if not sorted_values:
         return None
-    rank = max(0, min(len(sorted_values) - 1, int(round(p / 100 * len(sorted_values) + 0.5)) - 1))
+    rank = max(0, min(len(sorted_values) - 1, math.ceil(p / 100 * len(sorted_values)) - 1))  # nearest rank
     return sorted_values[rank]
 
 
@@ -236,6 +236,13 @@ class Bench:
                          "server_cpu_s": round(web, 2), "redis_cpu_s": round(redis_cpu, 2),
                          "client_cores": round(client / wall, 2), "server_cores": round(web / wall, 2),
                          "redis_cores": round(redis_cpu / wall, 2)}
+        # CPU per delivery does not depend on what else runs on the machine:
+        # the number to compare between runs when the machine is shared.
+        if result.get("delivered"):
+            result["cpu"]["server_us_per_delivery"] = round(web / result["delivered"] * 1e6, 1)
+            result["cpu"]["client_us_per_delivery"] = round(client / result["delivered"] * 1e6, 1)
+        if result.get("requests") and not result.get("delivered"):
+            result["cpu"]["server_us_per_request"] = round(web / result["requests"] * 1e6, 1)
         result = {"scenario": name, "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                   "loadavg": [round(x, 2) for x in os.getloadavg()], **result}
         self.report(result)
