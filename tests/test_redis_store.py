@@ -1,0 +1,86 @@
+"""The Redis store's delivery rules, against a real redis-server (unique key
+prefix per test): stale publishes are refused, a lost history is reported,
+and trimmed channels are found. tests/test_chaos.py drives the same rules
+through real faults."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import redis
+
+from notifier.broker.redis_store import RedisStore, make_client
+from notifier.channels import ChannelNames
+from notifier.events import Limits, Target, parse_event_id, validate_notification
+
+TS = "2026-01-01T00:00:00.000Z"
+
+
+def note(user: str, message: str = "m"):
+    return validate_notification({"user_id": user, "message": message}, Limits(), TS)
+
+
+@pytest.fixture
+def store(redis_server, prefix):
+    client = make_client(redis_server.url, socket_timeout=1)
+    yield RedisStore(client, ChannelNames(prefix), history_max_events=5)
+    client.close()
+
+
+def test_a_publish_run_after_its_deadline_stores_nothing(store: RedisStore, prefix: str) -> None:
+    store._deadline_ms()  # measure the clock offset
+    assert store._clock_offset_ms is not None
+    # As if Redis ran the script long after the caller gave up (a stalled Redis).
+    store._clock_offset_ms -= 60_000
+    with pytest.raises(redis.ResponseError, match="STALE"):
+        store.publish(note("alice"))
+    assert store.client.exists(store.names.sequence_key, store.names.history_key(store.names.user("alice"))) == 0
+    store._clock_offset_ms += 60_000
+    [published] = store.publish(note("alice"))
+    assert parse_event_id(published.id) is not None
+
+
+def test_no_deadline_without_a_socket_timeout(redis_server, prefix: str) -> None:
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        store = RedisStore(client, ChannelNames(prefix))
+        assert store._deadline_ms() == 0
+        assert store.publish(note("bob"))
+    finally:
+        client.close()
+
+
+def test_resume_from_before_a_lost_history_resets(store: RedisStore) -> None:
+    channels = store.names.for_subscriber("carol", [])
+    old = parse_event_id(store.publish(note("carol", "before"))[0].id)
+    assert old is not None
+    # Redis restarted without persistence: every key is gone.
+    store.client.delete(store.names.sequence_key, store.names.history_key(channels[0]))
+    assert store.replay(channels, old).reason == "unknown_id", "nothing published since: the id is unknown"
+    time.sleep(0.002)  # a real restart takes longer than a millisecond: new ids are newer
+    new = parse_event_id(store.publish(note("carol", "after"))[0].id)
+    assert new is not None and new > old
+    replay = store.replay(channels, old)
+    assert replay.reset and replay.reason == "history_lost"
+    # Resuming inside the new history is a normal replay.
+    assert not store.replay(channels, new).reset
+    newer = store.publish(note("carol", "later"))[0].id
+    assert [d.payload for d in store.replay(channels, new).events] == [d.payload for d in store.recent(channels, None, 1)]
+    assert store.replay(channels, new).events[0].payload.startswith('{"id":"' + newer)
+
+
+def test_gaps_name_the_channels_trimmed_past_a_point(store: RedisStore) -> None:
+    names = store.names
+    quiet, busy = names.for_target(Target("user", "quiet")), names.for_target(Target("user", "busy"))
+    store.publish(note("quiet") + note("busy"))
+    seen = store.last_id()
+    assert store.gaps([quiet, busy], seen) == []
+    store.publish(note("quiet"))
+    for _ in range(4):  # 1 + 4 = 5 kept: the oldest (already seen) is trimmed, nothing after `seen` is
+        store.publish(note("busy"))
+    assert store.gaps([quiet, busy], seen) == []
+    for _ in range(2):  # now events after `seen` were trimmed from busy
+        store.publish(note("busy"))
+    assert store.gaps([quiet, busy], seen) == [busy]
+    assert store.gaps([names.user("nobody")], seen) == []
