@@ -105,13 +105,14 @@ class RedisStore:
         """The latest Redis time at which a publish sent now may still run (0: no limit)."""
         if not self._stale_after_ms:
             return 0
-        now = time.time()
+        # Our side uses the monotonic clock (a wall-clock step here cannot
+        # shift deadlines); Redis' clock is measured, so skew between the hosts
+        # cannot refuse every publish (or accept stale ones).
+        now = time.monotonic()
         if self._clock_offset_ms is None or now - self._clock_measured_at > CLOCK_REFRESH_SECONDS:
-            # Measure against Redis' own clock, so host clock skew cannot
-            # refuse every publish (or accept stale ones).
-            before = time.time()
+            before = time.monotonic()
             seconds, micros = self.client.time()
-            after = time.time()
+            after = time.monotonic()
             self._clock_offset_ms = seconds * 1000 + micros / 1000 - (before + after) * 500
             self._clock_measured_at = after
             now = after
@@ -129,7 +130,13 @@ class RedisStore:
             channel = self.names.for_target(notification.target)
             keys.append(self.names.history_key(channel))
             args.extend((channel, notification.body_without_id()))
-        reply = self._script(keys=keys, args=args)
+        try:
+            reply = self._script(keys=keys, args=args)
+        except redis.ResponseError as exc:
+            if str(exc).startswith("STALE"):
+                # Either Redis really was stalled, or its clock stepped: measure again next time.
+                self._clock_offset_ms = None
+            raise
         return [
             Published(_text(reply[2 * i]), notification, int(reply[2 * i + 1]))
             for i, notification in enumerate(notifications)
