@@ -97,6 +97,11 @@ def post_worker_init(worker):
     ``graceful_timeout`` instead of being killed when it runs out."""
     import gevent
 
+    # One send per small response and per SSE chunk (notifier/gunicorn_writes.py).
+    from notifier.gunicorn_writes import install
+
+    install()
+
     state = worker.wsgi.extensions.get("notifier") if hasattr(worker.wsgi, "extensions") else None
     if state is None:
         return
