@@ -51,9 +51,15 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     """Run gunicorn with the bundled gunicorn.conf.py (the README's run command)."""
     _config()
-    root = Path(__file__).resolve().parent.parent
-    conf = root / "gunicorn.conf.py"
-    argv = [sys.executable, "-m", "gunicorn", "-c", str(conf), "--chdir", str(root), "wsgi:app"]
+    # gunicorn.conf.py and wsgi.py live at the top of a checkout (and in the
+    # image's working directory), not inside the installed package.
+    candidates = [Path.cwd(), Path(__file__).resolve().parent.parent]
+    root = next((path for path in candidates if (path / "gunicorn.conf.py").exists() and (path / "wsgi.py").exists()), None)
+    if root is None:
+        print("notifier: run from the directory holding gunicorn.conf.py and wsgi.py (a checkout, or /app in the image)",
+              file=sys.stderr)
+        return 2
+    argv = [sys.executable, "-m", "gunicorn", "-c", str(root / "gunicorn.conf.py"), "--chdir", str(root), "wsgi:app"]
     os.execv(sys.executable, argv)
     return 0  # pragma: no cover
 
