@@ -66,6 +66,8 @@ class StreamDecoder:
         self.chunked = "chunked" in self.headers.get("transfer-encoding", "").lower()
 
     def _dechunk(self, data: bytes) -> bytes:
+        if self.ended:  # the last chunk's CRLF and any trailers
+            return b""
         buf = self._body + data if self._body else data
         pos, size_total, out = 0, len(buf), []
         while pos < size_total:
