@@ -119,9 +119,10 @@ class DeliveryRecorder:
     A broadcast wakes thousands of streams in one turn; writing both metrics
     from each of them was a sixth of the CPU of a delivery in multiprocess mode
     (bench/README.md). With ``PROMETHEUS_MULTIPROC_DIR`` set (gunicorn), the
-    writes of one turn are summed and flushed by one greenlet that runs after
-    them, so a scrape sees them within the same turn; without it (tests, one
-    process) each call writes at once.
+    writes of one turn are summed and flushed by one event-loop callback that
+    runs after them (no greenlet: the flush never blocks, the lock it takes is
+    never held across a switch), so a scrape sees them within the same turn;
+    without it (tests, one process) each call writes at once.
     """
 
     def __init__(self, metrics: Metrics):
@@ -136,7 +137,7 @@ class DeliveryRecorder:
         self._latencies.extend(latencies)
         if not self._scheduled:
             self._scheduled = True
-            gevent.spawn(self.flush)
+            gevent.get_hub().loop.run_callback(self.flush)
 
     def flush(self) -> None:
         self._scheduled = False
