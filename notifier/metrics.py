@@ -30,7 +30,7 @@ DISCONNECT_REASONS = (CloseReason.CLIENT_GONE, CloseReason.TOKEN_EXPIRED, CloseR
                       CloseReason.SHUTDOWN, CloseReason.ERROR)
 TARGET_KINDS = ("user", "topic", "broadcast")
 AUTH_ENDPOINTS = ("events", "notifications", "publish")
-RESET_REASONS = ("unknown_id", "too_old", "too_many")
+RESET_REASONS = ("unknown_id", "too_old", "too_many", "history_lost")
 STREAM_REJECTION_STATUSES = ("400", "401", "403", "503")
 PUBLISH_ERROR_STATUSES = ("400", "401", "403", "413", "415", "422", "503")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)

@@ -16,7 +16,6 @@ by PID. Timing bounds are generous: the suite shares a 2-core machine.
 from __future__ import annotations
 
 import os
-import re
 import signal
 import socket
 import threading
@@ -32,7 +31,7 @@ from notifier.events import parse_event_id
 
 from .support import tokens
 from .support.processes import Gunicorn, RedisServer, rss_kib, wait_until
-from .support.sse import SSEConnection, SSEEvent, SSEParser
+from .support.sse import SSEConnection, SSEEvent
 
 pytestmark = pytest.mark.chaos
 
@@ -90,44 +89,6 @@ def stack(redis_server: RedisServer | None = None, instances: int = 1,
 # --------------------------------------------------------------------------
 
 
-_LINE_END = re.compile(r"\r\n|\r|\n")
-
-
-class LinearParser(SSEParser):
-    """SSEParser with the same line rules, in linear time: the reader threads
-    must keep up with thousands of events a second on a busy machine."""
-
-    def feed(self, text: str) -> list[SSEEvent]:
-        if self._pending_cr and text.startswith("\n"):
-            text = text[1:]
-        buffer = self._buffer + text
-        lines = _LINE_END.split(buffer)
-        self._buffer = lines.pop()  # the incomplete last line
-        # A CR at the very end ended a line; a LF right after it must not end another.
-        self._pending_cr = buffer.endswith("\r")
-        out = []
-        for line in lines:
-            event = self._line(line)
-            if event is not None:
-                out.append(event)
-        return out
-
-
-class Connection(SSEConnection):
-    """An SSEConnection that parses in linear time and closes its socket when
-    the response head never comes."""
-
-    def __init__(self, url: str, headers: dict[str, str], timeout: float):
-        try:
-            super().__init__(url, headers, timeout=timeout)
-        except BaseException:
-            sock = getattr(self, "sock", None)
-            if sock is not None:
-                sock.close()
-            raise
-        self.parser = LinearParser()
-
-
 class Client:
     """An EventSource that reconnects with Last-Event-ID, honouring ``retry:``
     (capped at 1 s). With several URLs it fails over like a browser behind a
@@ -169,7 +130,7 @@ class Client:
                 headers["Last-Event-ID"] = self.last_event_id
             ok = False
             try:
-                connection = Connection(url + "/v1/events", headers, timeout=self.head_timeout)
+                connection = SSEConnection(url + "/v1/events", headers, timeout=self.head_timeout)
                 self.connection = connection
                 self.statuses.append(connection.status)
                 if connection.status == 200:

@@ -5,12 +5,15 @@ Last-Event-ID in a background thread."""
 from __future__ import annotations
 
 import json
+import re
 import socket
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
+
+_LINE_END = re.compile(r"\r\n|\r|\n")
 
 
 @dataclass
@@ -38,26 +41,16 @@ class SSEParser:
         self.last_retry: int | None = None
 
     def feed(self, text: str) -> list[SSEEvent]:
-        out: list[SSEEvent] = []
+        """Linear in the input: readers must keep up with thousands of events a second."""
         if self._pending_cr and text.startswith("\n"):
             text = text[1:]
-        self._pending_cr = False
-        self._buffer += text
-        while True:
-            positions = [p for p in (self._buffer.find("\r"), self._buffer.find("\n")) if p >= 0]
-            if not positions:
-                break
-            end = min(positions)
-            line = self._buffer[:end]
-            if self._buffer[end] == "\r":
-                if end + 1 < len(self._buffer):
-                    skip = 2 if self._buffer[end + 1] == "\n" else 1
-                else:
-                    skip = 1
-                    self._pending_cr = True
-            else:
-                skip = 1
-            self._buffer = self._buffer[end + skip:]
+        buffer = self._buffer + text
+        lines = _LINE_END.split(buffer)
+        self._buffer = lines.pop()  # the incomplete last line
+        # A CR at the very end ended a line; a LF right after it must not end another.
+        self._pending_cr = buffer.endswith("\r")
+        out = []
+        for line in lines:
             event = self._line(line)
             if event is not None:
                 out.append(event)
@@ -99,9 +92,13 @@ class SSEConnection:
         path = parts.path + (f"?{parts.query}" if parts.query else "")
         lines = [f"GET {path} HTTP/1.1", f"Host: {parts.netloc}", "Accept: text/event-stream"]
         lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
-        self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
         self.parser = SSEParser()
-        self.status, self.headers, rest = self._read_head()
+        try:
+            self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+            self.status, self.headers, rest = self._read_head()
+        except BaseException:
+            self.sock.close()  # a head that never comes must not leak the socket
+            raise
         self._chunked = self.headers.get("transfer-encoding", "").lower() == "chunked"
         self._raw = rest
         self.closed = False
