@@ -225,17 +225,20 @@ class Bench:
     def measure(self, name: str, body: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         cpu_client = self.client_cpu()
         cpu_server = self.probe.cpu()
+        cpu_each = self.probe.cpu_each()
         started = time.monotonic()
         result = body()
         wall = time.monotonic() - started
         cpu_server_after = self.probe.cpu()
+        per_process = [round((b - a) / wall, 2) for a, b in zip(cpu_each, self.probe.cpu_each())]
         client = self.client_cpu() - cpu_client
         web = cpu_server_after["web"] - cpu_server["web"]
         redis_cpu = cpu_server_after["redis"] - cpu_server["redis"]
         result["cpu"] = {"wall_s": round(wall, 2), "client_cpu_s": round(client, 2),
                          "server_cpu_s": round(web, 2), "redis_cpu_s": round(redis_cpu, 2),
                          "client_cores": round(client / wall, 2), "server_cores": round(web / wall, 2),
-                         "redis_cores": round(redis_cpu / wall, 2)}
+                         "redis_cores": round(redis_cpu / wall, 2),
+                         "server_cores_per_process": per_process}  # gunicorn master first
         # CPU per delivery does not depend on what else runs on the machine:
         # the number to compare between runs when the machine is shared.
         if result.get("delivered"):
@@ -481,6 +484,25 @@ def table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def summary(results: list[dict[str, Any]]) -> str:
+    """Every target, one line each, plus the CPU split: who was the bottleneck."""
+    lines = ["== summary " + "=" * 50,
+             f"  {'scenario':<26} {'metric':<22} {'value':>12}  {'target':<20} ok   cpu client/server/redis (cores)"]
+    for result in results:
+        name = result.get("scenario", "")
+        cpu = result.get("cpu") if isinstance(result.get("cpu"), dict) else {}
+        cores = f"{cpu.get('client_cores')}/{cpu.get('server_cores')}/{cpu.get('redis_cores')}" if cpu else ""
+        rows = TARGETS.get(name, [])
+        extra = {"publish": [("requests_per_s", "", None)], "publish_with_subscribers": [("requests_per_s", "", None)],
+                 "broadcast": [("latency.p99_ms", "", None), ("deliveries_per_s", "", None)],
+                 "fanout": [("latency.p99_ms", "", None)], "unicast_batch": [("latency.p99_ms", "", None)]}
+        for path, text, check in [*rows, *extra.get(name, [])]:
+            value = lookup(result, path)
+            ok = "" if check is None else ("ok" if check(value) else "MISS")
+            lines.append(f"  {name:<26} {path:<22} {value!s:>12}  {text:<20} {ok:<4} {cores}")
+    return "\n".join(lines)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -497,7 +519,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-rate", type=float, default=20000, help="batch-publish deliveries per second (default 20000)")
     p.add_argument("--batch", type=int, default=100, help="notifications per batch request (default 100)")
     p.add_argument("-t", "--duration", type=float, default=10.0, help="seconds for unicast/batch/publish (default 10)")
-    p.add_argument("--publish-connections", type=int, default=32, help="publisher keep-alive connections (default 32)")
+    p.add_argument("--publish-connections", type=int, default=64, help="publisher keep-alive connections (default 64)")
     p.add_argument("--hold", type=float, default=20.0, help="seconds to hold idle streams in connect (default 20)")
     p.add_argument("--connect-concurrency", type=int, default=1000, help="handshakes in flight, all clients (default 1000)")
     p.add_argument("--connect-timeout", type=float, default=60.0, help="seconds allowed to open all streams")
@@ -525,6 +547,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         bench.start()
         bench.run()
+        print(summary(bench.results), file=sys.stderr)
     except KeyboardInterrupt:
         print("# interrupted", file=sys.stderr)
         return 130

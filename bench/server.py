@@ -216,6 +216,9 @@ class Probe:
     def cpu(self) -> dict[str, float]:
         return {"web": sum(cpu_seconds(p) for p in self.web), "redis": sum(cpu_seconds(p) for p in self.redis)}
 
+    def cpu_each(self) -> list[float]:
+        return [cpu_seconds(p) for p in self.web]
+
     def rss_kib(self) -> int:
         return sum(rss_kib(p) for p in self.web)
 
