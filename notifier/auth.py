@@ -164,7 +164,8 @@ def authenticate_publisher() -> PublisherIdentity:
     cache: dict[str, tuple[float, PublisherIdentity]] = current_app.extensions.setdefault(
         "notifier.publisher_cache", {})
     hit = cache.get(header) if header else None
-    if hit is not None and time.time() < hit[0] and not any(name in request.args for name in QUERY_TOKEN_PARAMS):
+    if hit is not None and time.time() < hit[0] and not (
+            request.query_string and any(name in request.args for name in QUERY_TOKEN_PARAMS)):
         return hit[1]
     claims = _verify(["headers"])
     if claims.get("role") != PUBLISHER_ROLE:
