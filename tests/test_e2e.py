@@ -4,7 +4,7 @@ this module starts on a free loopback port."""
 from __future__ import annotations
 
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 import requests
