@@ -169,6 +169,14 @@ class Hub:
                 self._on_evict(subscription)
         return delivered
 
+    def narrow_backlog(self, channel: str, limit: int) -> bool:
+        """True when ``channel`` has fewer than ``limit`` local subscribers and
+        one of them still has an event queued (not written yet)."""
+        members = self._channels.get(channel)
+        if not members or len(members) >= limit:
+            return False
+        return any(subscription.queue for subscription in members)
+
     def has_channel(self, channel: str) -> bool:
         return channel in self._channels
 

@@ -83,3 +83,23 @@ def test_close_all_and_wait_timeout() -> None:
     assert all(sub.closed == CloseReason.SHUTDOWN for sub in subs)
     subs[0].offer(delivery(1))
     assert subs[0].take() == []
+
+
+def test_version_and_narrow_backlog_tell_the_broker_what_changed() -> None:
+    hub = Hub()
+    a = Subscription("a", ["user:a", "bc"], 10)
+    b = Subscription("b", ["user:b", "bc"], 10)
+    start = hub.version
+    hub.subscribe(a)
+    hub.subscribe(b)
+    assert hub.version == start + 2  # each added a channel
+    assert not hub.narrow_backlog("user:a", limit=64)
+    hub.dispatch("bc", delivery(1))
+    assert hub.narrow_backlog("user:a", limit=64), "a has an event not written yet"
+    assert not hub.narrow_backlog("bc", limit=2), "a channel this wide is not narrow"
+    assert not hub.narrow_backlog("nobody", limit=64)
+    a.take()
+    assert not hub.narrow_backlog("user:a", limit=64)
+    before = hub.version
+    hub.unsubscribe(b)
+    assert hub.version == before + 1  # user:b emptied, bc still has a
