@@ -301,23 +301,24 @@ class HttpConnection:
         self.writer: asyncio.StreamWriter | None = None
 
     async def request(self, head: bytes, body: bytes, timeout: float) -> tuple[int, bytes]:
-        if self.writer is None:
-            self.reader, self.writer = await asyncio.wait_for(
-                asyncio.open_connection(self.target.host, self.target.port), timeout)
-        assert self.reader is not None
+        # One asyncio.timeout per request (wait_for would wrap each read in a Task).
         try:
-            self.writer.write(head + body)
-            raw = await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), timeout)
-            status = int(raw[9:12])
-            length = 0
-            close = False
-            for line in raw.split(b"\r\n")[1:]:
-                lower = line.lower()
-                if lower.startswith(b"content-length:"):
-                    length = int(line[15:])
-                elif lower.startswith(b"connection:") and b"close" in lower:
-                    close = True
-            payload = await asyncio.wait_for(self.reader.readexactly(length), timeout) if length else b""
+            async with asyncio.timeout(timeout):
+                if self.writer is None:
+                    self.reader, self.writer = await asyncio.open_connection(self.target.host, self.target.port)
+                assert self.reader is not None
+                self.writer.write(head + body)
+                raw = await self.reader.readuntil(b"\r\n\r\n")
+                status = int(raw[9:12])
+                length = 0
+                close = False
+                for line in raw.split(b"\r\n")[1:]:
+                    lower = line.lower()
+                    if lower.startswith(b"content-length:"):
+                        length = int(line[15:])
+                    elif lower.startswith(b"connection:") and b"close" in lower:
+                        close = True
+                payload = await self.reader.readexactly(length) if length else b""
         except BaseException:
             self.close()
             raise
