@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .agents import agent_main, raise_nofile
+from .agents import agent_main, event_loop_name, raise_nofile
 from .server import ROOT, Gunicorn, Probe, RedisServer, machine
 
 SCENARIOS = ("connect", "broadcast", "unicast", "batch", "publish", "fanout")
@@ -402,7 +402,7 @@ class Bench:
         wanted = [s for s in SCENARIOS if s in (a.scenarios or SCENARIOS)]
         print(f"# notifier bench {self.run_id}: {', '.join(wanted)}; machine {json.dumps(machine())}", file=sys.stderr)
         self.report({"scenario": "machine", **machine(), "url": "local" if a.url is None else "external",
-                     "workers": a.workers, "client_procs": a.client_procs})
+                     "workers": a.workers, "client_procs": a.client_procs, "client_loop": event_loop_name()})
         if "connect" in wanted:
             self.connect()
         if "broadcast" in wanted:
