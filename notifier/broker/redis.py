@@ -301,8 +301,7 @@ class RedisBroker:
             self._requested -= remove
             self._confirmed -= remove
 
-    def _handle(self, message: dict[str, Any]) -> int:
-        """Returns how many local streams took the message (0 for the others)."""
+    def _handle(self, message: dict[str, Any]) -> None:
         kind = message.get("type")
         channel = _text(message.get("channel"))
         if kind == "message":
@@ -311,17 +310,15 @@ class RedisBroker:
                 delivery = delivery_from_payload(_text(data))
             except (ValueError, KeyError, TypeError):
                 log.warning("dropping malformed message on %s", channel)
-                return 0
+                return
             if delivery.id > self._last_seen:
                 self._last_seen = delivery.id
-            delivered = self.hub.dispatch(channel, delivery)
+            self.hub.dispatch(channel, delivery)
             self._on_event("delivered", channel)
-            return delivered
-        if kind == "subscribe":
+        elif kind == "subscribe":
             if channel in self._requested:
                 self._confirmed.add(channel)
             self._notify_waiters(channel)
-        return 0
 
     def _notify_waiters(self, channel: str) -> None:
         for waiter in list(self._waiters):
