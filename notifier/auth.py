@@ -120,7 +120,11 @@ def _verify(locations: list[str]) -> dict[str, Any]:
         raise Unauthorized(f"invalid token: {exc}") from None
     except JWTExtendedException as exc:
         raise Unauthorized(_jwt_message(exc)) from None
-    return get_jwt()
+    claims = get_jwt()
+    if not isinstance(claims.get("exp"), (int, float)):
+        # A token that never expires is a credential that can never be taken back.
+        raise Unauthorized("token has no expiry (exp); every token must expire")
+    return claims
 
 
 def _jwt_message(exc: Exception) -> str:

@@ -73,6 +73,11 @@ class Config:
     drain_seconds: float = 10.0
 
     log_level: str = "INFO"
+    # The dev login page mints a cookie for any user: it exists only in
+    # development mode *with the generated local secret*, so a deployment that
+    # sets NOTIFIER_ENV=development by mistake next to its real secret does not
+    # hand out tokens signed with that secret.
+    dev_page: bool = False
 
     @property
     def dev_mode(self) -> bool:
@@ -130,11 +135,13 @@ class Config:
 
         algorithm = (reader.text("JWT_ALGORITHM") or ("RS256" if public_key_file else "HS256")).upper()
         public_key = private_key = None
+        dev_page = False
         if algorithm in HMAC_ALGORITHMS:
             if public_key_file:
                 reader.problem(f"NOTIFIER_JWT_PUBLIC_KEY_FILE is set but NOTIFIER_JWT_ALGORITHM is {algorithm}; use RS256/ES256 with a key")
             if secret is None and dev:
                 secret = load_dev_secret(reader.text("DEV_SECRET_FILE"))
+                dev_page = True
             if secret is None:
                 reader.problem("NOTIFIER_JWT_SECRET is required (or NOTIFIER_JWT_PUBLIC_KEY_FILE with NOTIFIER_JWT_ALGORITHM=RS256/ES256)")
             elif len(secret.encode("utf-8")) < _min_secret_bytes(algorithm):
@@ -189,6 +196,7 @@ class Config:
             probe_timeout_seconds=reader.number("PROBE_TIMEOUT_SECONDS", 3.0, float, 0.05, 3600),
             drain_seconds=reader.number("DRAIN_SECONDS", 10.0, float, 0, 3600),
             log_level=(reader.text("LOG_LEVEL") or "INFO").upper(),
+            dev_page=dev_page and dev,
         )
         if config.log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             reader.problem("NOTIFIER_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")

@@ -64,7 +64,8 @@ def _dumps(value: Any) -> str:
     # ensure_ascii=False keeps non-Latin text compact; JSON escapes CR/LF inside
     # strings, so the result is always a single line (U+2028 may stay raw: SSE
     # only splits lines on CR and LF).
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    # allow_nan=False: NaN/Infinity are not JSON and break every JSON.parse.
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
 # --------------------------------------------------------------------------
@@ -221,7 +222,11 @@ def validate_notification(item: Any, limits: Limits, timestamp: str, where: str 
         raise InvalidEvent(f"{where}data must be a JSON object", field="data")
     if len(message.encode("utf-8")) > limits.max_payload_bytes:
         raise PayloadTooLarge(f"{where}message is larger than {limits.max_payload_bytes} bytes", field="message")
-    if len(_dumps(data).encode("utf-8")) > limits.max_payload_bytes:
+    try:
+        data_size = len(_dumps(data).encode("utf-8"))
+    except (ValueError, TypeError):
+        raise InvalidEvent(f"{where}data must be plain JSON (no NaN or Infinity)", field="data") from None
+    if data_size > limits.max_payload_bytes:
         raise PayloadTooLarge(f"{where}data is larger than {limits.max_payload_bytes} bytes", field="data")
     return [Notification(target, type_, message, data, timestamp) for target in targets]
 
@@ -240,9 +245,11 @@ def parse_publish_body(raw: bytes, content_type: str | None, limits: Limits, tim
     if len(raw) > limits.max_payload_bytes * max(1, limits.max_batch) * 2 + 4096:
         raise PayloadTooLarge("request body too large", field="body")
     try:
-        parsed = json.loads(raw)
+        parsed = json.loads(raw, parse_constant=_refuse_constant)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidEvent.bad_request(f"body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidEvent.bad_request("body is nested too deeply") from None
     if isinstance(parsed, list):
         if not parsed:
             raise InvalidEvent("batch is empty", field="body")
@@ -254,8 +261,32 @@ def parse_publish_body(raw: bytes, content_type: str | None, limits: Limits, tim
             notifications.extend(validate_notification(item, limits, timestamp, where=f"[{index}]: "))
         if len(notifications) > limits.max_recipients:
             raise InvalidEvent(f"batch reaches more than {limits.max_recipients} recipients", field="body")
-        return notifications
-    return validate_notification(parsed, limits, timestamp)
+    else:
+        notifications = validate_notification(parsed, limits, timestamp)
+    _check_expansion(notifications, limits)
+    return notifications
+
+
+def _check_expansion(notifications: list[Notification], limits: Limits) -> None:
+    """A request's events are stored and sent once per recipient: cap the total
+    (a 64 KiB message to 1,000 users would be 64 MiB in one Lua script, stalling
+    Redis for everyone). Large audiences belong on a topic or broadcast."""
+    budget = limits.max_payload_bytes * limits.max_batch
+    total = 0
+    sizes: dict[int, int] = {}  # user_ids share one message and data: measure them once
+    for notification in notifications:
+        key = id(notification.data)
+        if key not in sizes:
+            sizes[key] = len(_dumps(notification.data))
+        total += len(notification.message) + sizes[key]
+        if total > budget:
+            raise PayloadTooLarge(
+                f"the request expands to more than {budget} bytes of events (message and data times recipients); "
+                "publish to a topic or broadcast instead", field="body")
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
 
 
 # --------------------------------------------------------------------------

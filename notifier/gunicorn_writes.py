@@ -23,6 +23,7 @@ from __future__ import annotations
 from typing import Any
 
 _HEAD = "_notifier_pending_head"
+TESTED_GUNICORN = ("27.0.1",)
 
 
 def _send(sock: Any, data: bytes) -> None:
@@ -38,11 +39,16 @@ def install() -> bool:
         from gunicorn.http.wsgi import Response  # type: ignore[import-untyped]
     except ImportError:  # pragma: no cover - not under gunicorn
         return False
-    needed = ("send_headers", "_emit_body", "close", "sendfile", "default_headers")
+    import gunicorn
+
+    needed = ("write", "send_headers", "_emit_body", "close", "sendfile", "default_headers")
     if getattr(Response, "_notifier_writes", False):
         return True
-    if not all(callable(getattr(Response, name, None)) for name in needed):
+    # Only on the gunicorn releases this was read against and tested with
+    # (constraints.txt): another release runs as shipped, merely slower.
+    if gunicorn.__version__ not in TESTED_GUNICORN or not all(callable(getattr(Response, n, None)) for n in needed):
         return False
+    original_write = Response.write
     original_sendfile = Response.sendfile
     original_send_headers = Response.send_headers
 
@@ -79,6 +85,14 @@ def install() -> bool:
         self._notifier_direct = True
         return original_sendfile(self, respiter)
 
+    def write(self: Any, data: bytes) -> None:
+        original_write(self, data)
+        # gunicorn returns early on an empty write (or a body-less response):
+        # a head still pending must go out now, as it would have unpatched.
+        if self.__dict__.get(_HEAD):
+            _flush_head(self)
+
+    Response.write = write
     Response.send_headers = send_headers
     Response._emit_body = _emit_body
     Response.close = close

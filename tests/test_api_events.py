@@ -222,11 +222,55 @@ def test_request_id_is_echoed_or_made(client) -> None:
 
 
 def test_dev_page_only_in_development() -> None:
-    dev = create_app(make_config())
+    dev = create_app(make_config(dev_page=True))
+    with_real_secret = create_app(make_config())  # development mode, but not the generated secret
     prod = create_app(make_config(env="production"))
     try:
         assert b"EventSource" in dev.test_client().get("/").data
         assert prod.test_client().get("/").status_code == 404
+        assert with_real_secret.test_client().post("/dev/login", data={"user": "x"}).status_code == 404
     finally:
+        with_real_secret.extensions["notifier"].broker.stop()
         dev.extensions["notifier"].broker.stop()
         prod.extensions["notifier"].broker.stop()
+
+
+def test_head_does_not_subscribe_or_leak(client, app) -> None:
+    state = app.extensions["notifier"]
+    for _ in range(3):
+        response = client.head("/v1/events", headers=tokens.bearer(tokens.token("alice")))
+        assert response.status_code == 200 and response.headers["Content-Type"].startswith("text/event-stream")
+    assert len(state.hub) == 0 and state.hub.channels() == []
+    assert client.head("/v1/events").status_code == 401
+
+
+def test_a_body_never_iterated_releases_its_subscription(client, app) -> None:
+    response, _chunks = open_stream(client, tokens.bearer(tokens.token("alice")))
+    assert len(app.extensions["notifier"].hub) == 1
+    response.close()  # closed before the first chunk was ever read
+    assert len(app.extensions["notifier"].hub) == 0
+
+
+def test_resume_with_nothing_to_replay_never_resends_older_events(client, app) -> None:
+    ids = [publish(client, {"user_id": "alice", "message": str(i)}).get_json()["published"][0]["id"] for i in range(3)]
+    state = app.extensions["notifier"]
+    old = state.broker.recent([state.names.user("alice")], None, 3)[-1]  # the first, oldest event
+    response, chunks = open_stream(client, {**tokens.bearer(tokens.token("alice")), "Last-Event-ID": ids[-1]})
+    assert next(chunks).startswith(b"retry:")
+    # A late copy of an event the client already has (what a catch-up after a
+    # pub/sub reconnect delivers) must be dropped.
+    state.hub.dispatch(state.names.user("alice"), old)
+    publish(client, {"user_id": "alice", "message": "new"})
+    assert [e.json()["message"] for e in events_in(next(chunks))] == ["new"]
+    response.close()
+
+
+def test_tokens_without_expiry_are_refused(client) -> None:
+    import jwt
+
+    forever = jwt.encode({"sub": "alice", "type": "access"}, tokens.SECRET, algorithm="HS256")
+    response, _ = open_stream(client, tokens.bearer(forever))
+    assert "expiry" in assert_json_error(response, 401)["message"]
+    publisher_forever = jwt.encode({"sub": "billing", "role": "publisher", "type": "access"}, tokens.SECRET,
+                                   algorithm="HS256")
+    assert_json_error(publish(client, {"broadcast": True, "message": "x"}, publisher_forever), 401)

@@ -122,3 +122,23 @@ def test_scoped_publisher(client, app, watcher) -> None:
     users_only = tokens.publisher("mailer", users=["a*"])
     assert post(client, {"user_id": "alice", "message": "ok"}, users_only).status_code == 202
     assert_json_error(post(client, {"user_id": "bob", "message": "x"}, users_only), 403)
+
+
+@pytest.mark.parametrize("raw, status, field", [
+    (b'{"user_id": "alice", "message": "x", "data": {"v": NaN}}', 400, "body"),
+    (b'{"user_id": "alice", "message": "x", "data": {"v": Infinity}}', 400, "body"),
+    (b"[" * 200_000, 400, "body"),
+])
+def test_non_json_constants_and_deep_nesting_are_client_errors(client, app, watcher, raw, status, field) -> None:
+    error = assert_json_error(post(client, token=tokens.publisher(), raw=raw), status)
+    assert error["field"] == field
+    assert_nothing_published(client, app, watcher)
+
+
+def test_a_request_may_not_expand_beyond_its_budget(client, app, watcher) -> None:
+    users = [f"user{i}" for i in range(200)]
+    body = {"user_ids": users, "message": "x" * 40_000}  # 200 x 40 KB = 8 MB > 64 KiB x 100
+    error = assert_json_error(post(client, body, tokens.publisher()), 413)
+    assert error["field"] == "body" and "topic" in error["message"]
+    assert_nothing_published(client, app, watcher)
+    assert post(client, {"user_ids": users, "message": "small"}, tokens.publisher()).status_code == 202

@@ -28,11 +28,14 @@ def chromium_path() -> str:
 
 
 @pytest.fixture(scope="module")
-def dev_server() -> Iterator[Gunicorn]:
-    server = Gunicorn({"NOTIFIER_ENV": "development", "NOTIFIER_JWT_SECRET": tokens.SECRET,
-                       "NOTIFIER_HEARTBEAT_SECONDS": "1"}, workers=1)
+def dev_server(tmp_path_factory) -> Iterator[Gunicorn]:
+    """Zero configuration, as `make run` starts it: development mode with its
+    generated local secret (kept in a file we point it at)."""
+    secret_file = tmp_path_factory.mktemp("dev") / "dev-secret"
+    server = Gunicorn({"NOTIFIER_DEV_SECRET_FILE": str(secret_file), "NOTIFIER_HEARTBEAT_SECONDS": "1"}, workers=1)
     try:
         server.start()
+        server.secret = secret_file.read_text().strip()  # type: ignore[attr-defined]
         yield server
     finally:
         server.stop()
@@ -57,10 +60,10 @@ def test_browser_sees_a_published_notification(dev_server: Gunicorn) -> None:
             response = requests.post(
                 dev_server.url + "/v1/publish",
                 json={"user_id": "alice", "message": "Your order has shipped! <b>not bold</b>", "data": {"order": 42}},
-                headers=tokens.bearer(tokens.publisher()), timeout=5)
+                headers=tokens.bearer(tokens.publisher(secret=dev_server.secret)), timeout=5)
             assert response.status_code == 202
             requests.post(dev_server.url + "/v1/publish", json={"user_id": "bob", "message": "for bob"},
-                          headers=tokens.bearer(tokens.publisher()), timeout=5)
+                          headers=tokens.bearer(tokens.publisher(secret=dev_server.secret)), timeout=5)
             item = page.locator("#notifications .notification .message").first
             expect(item).to_have_text("Your order has shipped! <b>not bold</b>", timeout=10_000)
             assert page.locator("#notifications b").count() == 0, "payloads are shown as text, never HTML"

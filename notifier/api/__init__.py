@@ -15,7 +15,7 @@ def register_blueprints(app: Flask, state: NotifierState, *, standalone: bool) -
     from . import devpage, events, health, publish
 
     blueprints = [events.bp, publish.bp, health.bp]
-    if state.config.dev_mode:
+    if state.config.dev_mode and state.config.dev_page:
         blueprints.append(devpage.bp)
     for blueprint in blueprints:
         if blueprint.name not in app.blueprints:

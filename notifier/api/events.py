@@ -64,6 +64,10 @@ def events() -> Response:
     except NotifierError as exc:
         state.metrics.stream_rejections.labels(str(exc.status)).inc()
         raise
+    if request.method == "HEAD":
+        # Flask routes HEAD to this view; Werkzeug never starts the body of a
+        # HEAD response, so a subscription made here would never be released.
+        return Response(status=200, headers=SSE_HEADERS)
     channels = state.names.for_subscriber(subscriber.user_id, topics)
     resume_text = request.headers.get("Last-Event-ID") or request.args.get("last_event_id")
 
@@ -94,7 +98,13 @@ def events() -> Response:
         now_ms = time.time() * 1000
         state.metrics.deliveries.record([max(0.0, (now_ms - item.id[0]) / 1000) for item in items])
 
+    finished = False
+
     def on_close(reason: str, sent: int) -> None:
+        nonlocal finished
+        if finished:
+            return
+        finished = True
         state.metrics.streams_open.dec()
         state.metrics.stream_disconnects.labels(reason).inc()
         access_log.info("stream", extra={
@@ -108,6 +118,16 @@ def events() -> Response:
     body = event_stream(plan, state.broker.detach, on_write, on_close)
     response = Response(body, status=200, headers=SSE_HEADERS)
     response.direct_passthrough = True
+
+    def release_if_never_started() -> None:
+        # The generator's own ``finally`` releases everything once it has
+        # started; a body that is never iterated (a host app's after_request
+        # failing, a server dropping the response) must not leak the
+        # subscription and its Redis channels. Both steps are idempotent.
+        state.broker.detach(subscription)
+        on_close(CloseReason.CLIENT_GONE, 0)
+
+    response.call_on_close(release_if_never_started)
     return response
 
 
@@ -125,6 +145,9 @@ def _resume(state: NotifierState, subscription: Subscription, channels: list[str
         subscription.skip_through(last)
         return _reset_frame(state, replay.reason, last)
     state.metrics.replays.inc()
+    # The client has everything up to ``after``: a late copy of an older event
+    # (a catch-up after a pub/sub reconnect) must not reach it again.
+    subscription.skip_through(after)
     if not replay.events:
         return b""
     state.metrics.replayed_events.inc(len(replay.events))
