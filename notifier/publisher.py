@@ -5,7 +5,7 @@ script, same history), so subscribers cannot tell the two apart. Plain
 blocking redis-py: usable from any Python service, gevent or not.
 
     from notifier import Publisher
-    publisher = Publisher("redis://redis:6379/0")
+    publisher = Publisher("redis://redis:6379/0")   # or Publisher.from_config(): the service's NOTIFIER_* settings
     publisher.notify("alice", "Your order has shipped!", type="order.shipped", data={"order": 42})
 """
 
@@ -17,6 +17,7 @@ from typing import Any
 from .broker import Published
 from .broker.redis_store import RedisStore, make_client
 from .channels import ChannelNames
+from .config import Config
 from .events import Limits, Notification, utc_timestamp, validate_notification
 
 
@@ -27,6 +28,19 @@ class Publisher:
         self._client = make_client(redis_url, socket_timeout, max_connections=8)
         self._store = RedisStore(self._client, ChannelNames(prefix), history_max_events, history_max_age_seconds)
         self._limits = limits or Limits()
+
+    @classmethod
+    def from_config(cls, config: Config | None = None) -> Publisher:
+        """A publisher with the service's own settings (``NOTIFIER_*`` by default):
+        the same Redis, key prefix, history bounds and payload limits, so what it
+        stores is what the service replays."""
+        config = config or Config.from_env()
+        if config.redis_url is None:
+            raise ValueError("NOTIFIER_REDIS_URL is not set: the embedded broker lives inside the service; "
+                             "publish over HTTP instead")
+        return cls(config.redis_url, prefix=config.redis_prefix, history_max_events=config.history_max_events,
+                   history_max_age_seconds=config.history_max_age_seconds, socket_timeout=config.redis_socket_timeout,
+                   limits=Limits(config.max_payload_bytes, config.max_batch, config.max_recipients))
 
     def _publish(self, item: dict[str, Any]) -> list[Published]:
         """Validate like the HTTP API and publish. Raises InvalidEvent /

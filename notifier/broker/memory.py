@@ -47,6 +47,7 @@ class MemoryBroker:
         self._history: dict[str, deque[Delivery]] = {}
         # Highest id trimmed from each channel: a resume point below it has a gap.
         self._trimmed: dict[str, EventId] = {}
+        self._stored = 0
 
     def start(self) -> None:
         log.info("using the embedded in-process broker: one process only, history is lost on restart")
@@ -66,7 +67,20 @@ class MemoryBroker:
             published.append(Published(id_text, notification, receivers))
         return published
 
+    PRUNE_EVERY = 1000  # publishes between sweeps for channels gone quiet
+
+    def _prune(self, now_ms: int) -> None:
+        """Forget channels whose newest event is past the age bound: without
+        this, every user id ever published to would keep an entry forever."""
+        cutoff = (now_ms - self.history_max_age_ms, 0)
+        for channel in [c for c, history in self._history.items() if not history or history[-1].id < cutoff]:
+            del self._history[channel]
+            self._trimmed.pop(channel, None)
+
     def _store(self, channel: str, delivery: Delivery) -> None:
+        self._stored += 1
+        if self._stored % self.PRUNE_EVERY == 0:
+            self._prune(delivery.id[0])
         history = self._history.setdefault(channel, deque())
         history.append(delivery)
         cutoff = (delivery.id[0] - self.history_max_age_ms, 0)

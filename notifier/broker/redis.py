@@ -94,6 +94,10 @@ class RedisBroker:
         # Channels the hub needs, channels we sent SUBSCRIBE for, channels Redis confirmed.
         self._requested: set[str] = set()
         self._confirmed: set[str] = set()
+        # SUBSCRIBE replies still to come per channel: after SUBSCRIBE,
+        # UNSUBSCRIBE, SUBSCRIBE of one channel, the first reply must not
+        # confirm the second request (Redis has not processed it yet).
+        self._outstanding: dict[str, int] = {}
         self._waiters: list[_Waiter] = []
         self._synced_version = -1  # hub.version at the last _sync_channels
         self._greenlet: gevent.Greenlet | None = None
@@ -217,10 +221,12 @@ class RedisBroker:
         self._why_not_ready = "subscriber down: " + why
         self._requested.clear()
         self._confirmed.clear()
+        self._outstanding.clear()
 
     def _session(self, pubsub: redis.client.PubSub) -> None:
         self._requested.clear()
         self._confirmed.clear()
+        self._outstanding.clear()
         self._sync_channels(pubsub)
         # Wait for every SUBSCRIBE to be confirmed before reading history, so
         # nothing published after the snapshot can be missed.
@@ -294,6 +300,8 @@ class RedisBroker:
         if add:
             pubsub.subscribe(*sorted(add))
             self._requested |= add
+            for channel in add:
+                self._outstanding[channel] = self._outstanding.get(channel, 0) + 1
         if remove:
             # Forget the confirmation now: a client arriving before the
             # UNSUBSCRIBE reply must wait for a fresh SUBSCRIBE.
@@ -316,9 +324,14 @@ class RedisBroker:
             self.hub.dispatch(channel, delivery)
             self._on_event("delivered", channel)
         elif kind == "subscribe":
+            left = self._outstanding.get(channel, 0) - 1
+            if left > 0:
+                self._outstanding[channel] = left
+                return  # the reply to an earlier SUBSCRIBE: the latest is still on its way
+            self._outstanding.pop(channel, None)
             if channel in self._requested:
                 self._confirmed.add(channel)
-            self._notify_waiters(channel)
+                self._notify_waiters(channel)
 
     def _notify_waiters(self, channel: str) -> None:
         for waiter in list(self._waiters):
