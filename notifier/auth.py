@@ -108,10 +108,13 @@ def pattern_allows(name: str, patterns: Iterable[str]) -> bool:
     return False
 
 
+def _refuse_query_tokens() -> None:
+    if request.query_string and any(name in request.args for name in QUERY_TOKEN_PARAMS):
+        raise Unauthorized("tokens are not accepted in the query string; use the cookie or an Authorization: Bearer header")
+
+
 def _verify(locations: list[str]) -> dict[str, Any]:
-    for name in QUERY_TOKEN_PARAMS:
-        if name in request.args:
-            raise Unauthorized("tokens are not accepted in the query string; use the cookie or an Authorization: Bearer header")
+    _refuse_query_tokens()
     try:
         verify_jwt_in_request(locations=locations)  # access tokens only: refresh tokens raise
     except pyjwt.ExpiredSignatureError:
@@ -164,12 +167,12 @@ PUBLISHER_CACHE_SECONDS = 300.0
 
 
 def authenticate_publisher() -> PublisherIdentity:
+    _refuse_query_tokens()  # also on a cache hit
     header = request.headers.get("Authorization")
     cache: dict[str, tuple[float, PublisherIdentity]] = current_app.extensions.setdefault(
         "notifier.publisher_cache", {})
     hit = cache.get(header) if header else None
-    if hit is not None and time.time() < hit[0] and not (
-            request.query_string and any(name in request.args for name in QUERY_TOKEN_PARAMS)):
+    if hit is not None and time.time() < hit[0]:
         return hit[1]
     claims = _verify(["headers"])
     if claims.get("role") != PUBLISHER_ROLE:

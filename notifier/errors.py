@@ -96,6 +96,17 @@ class Draining(NotifierError):
         )
 
 
+def error_response(error: NotifierError) -> Response:
+    """The JSON response for one of our errors (standalone or mounted)."""
+    from flask import jsonify
+
+    response = jsonify(error.body())
+    response.status_code = error.status
+    response.headers["Cache-Control"] = "no-store"
+    response.headers.update(error.headers)
+    return response
+
+
 def register_error_handlers(app: Flask) -> None:
     """Map NotifierError and every HTTP / unexpected error to a JSON body."""
     from flask import jsonify
@@ -109,9 +120,7 @@ def register_error_handlers(app: Flask) -> None:
             response.headers[name] = value
         return response
 
-    @app.errorhandler(NotifierError)
-    def _notifier_error(error: NotifierError) -> Response:
-        return to_response(error.status, error.body(), error.headers)
+    app.register_error_handler(NotifierError, error_response)
 
     @app.errorhandler(HTTPException)
     def _http_error(error: HTTPException) -> Response:

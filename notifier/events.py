@@ -136,6 +136,11 @@ class Limits:
     max_batch: int = 100
     max_recipients: int = 1000
 
+    @property
+    def max_body_bytes(self) -> int:
+        """A whole request body: a full batch of full-size fields, JSON-escaped, plus the envelope."""
+        return self.max_payload_bytes * max(1, self.max_batch) * 2 + 4096
+
 
 _TARGET_FIELDS = ("user_id", "user_ids", "topic", "broadcast")
 _ALLOWED_FIELDS = frozenset((*_TARGET_FIELDS, "type", "message", "data"))
@@ -242,7 +247,7 @@ def parse_publish_body(raw: bytes, content_type: str | None, limits: Limits, tim
         raise UnsupportedMedia("Content-Type must be application/json")
     # The whole body may hold a batch, so its cap is the batch size times the
     # per-field limit (plus room for the envelope).
-    if len(raw) > limits.max_payload_bytes * max(1, limits.max_batch) * 2 + 4096:
+    if len(raw) > limits.max_body_bytes:
         raise PayloadTooLarge("request body too large", field="body")
     try:
         parsed = json.loads(raw, parse_constant=_refuse_constant)

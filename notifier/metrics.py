@@ -129,9 +129,12 @@ class DeliveryRecorder:
         self.metrics = metrics
         self._latencies: list[float] = []
         self._scheduled = False
+        # Decided once per process, not per stream write (gunicorn.conf.py sets
+        # the variable in the master, before any worker builds its metrics).
+        self._batched = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 
     def record(self, latencies: list[float]) -> None:
-        if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        if not self._batched:
             self._write(latencies)
             return
         self._latencies.extend(latencies)

@@ -11,7 +11,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 def register_blueprints(app: Flask, state: NotifierState, *, standalone: bool) -> None:
-    from ..errors import NotifierError, register_error_handlers
+    from ..errors import NotifierError, error_response, register_error_handlers
     from . import devpage, events, health, publish
 
     blueprints = [events.bp, publish.bp, health.bp]
@@ -25,11 +25,4 @@ def register_blueprints(app: Flask, state: NotifierState, *, standalone: bool) -
     elif not app.error_handler_spec.get(None, {}).get(None, {}).get(NotifierError):
         # Mounted in a host app: map our errors to JSON without touching how
         # the host renders its own.
-        from flask import jsonify
-
-        @app.errorhandler(NotifierError)
-        def _notifier_error(error: NotifierError):  # type: ignore[no-untyped-def]
-            response = jsonify(error.body())
-            response.status_code = error.status
-            response.headers.update(error.headers)
-            return response
+        app.register_error_handler(NotifierError, error_response)

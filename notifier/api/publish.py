@@ -45,7 +45,7 @@ def publish() -> Response:
             metrics.auth_failures.labels("publish").inc()
             raise
         limits = state.limits
-        body_limit = limits.max_payload_bytes * limits.max_batch * 2 + 4096
+        body_limit = limits.max_body_bytes
         notifications = parse_publish_body(_read_body(body_limit), request.content_type, limits, utc_timestamp())
         for notification in notifications:
             publisher.check(notification.target)

@@ -38,6 +38,7 @@ from ..events import ZERO_ID, Delivery, EventId, Notification, delivery_from_pay
 from ..hub import CloseReason, Hub, Subscription
 from . import Published, Replay
 from .redis_store import RedisStore, make_client
+from .redis_store import text as _text
 
 log = logging.getLogger("notifier.broker.redis")
 
@@ -390,6 +391,4 @@ class RedisBroker:
                     len(lagged), ended)
 
 
-def _text(value: Any) -> str:
-    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 

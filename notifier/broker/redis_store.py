@@ -138,7 +138,7 @@ class RedisStore:
                 self._clock_offset_ms = None
             raise
         return [
-            Published(_text(reply[2 * i]), notification, int(reply[2 * i + 1]))
+            Published(text(reply[2 * i]), notification, int(reply[2 * i + 1]))
             for i, notification in enumerate(notifications)
         ]
 
@@ -176,11 +176,12 @@ class RedisStore:
         ms, seq, since = results[-1]
         last = (int(ms), int(seq)) if ms is not None and seq is not None else (0, 0)
         # The first id of the current history (see PUBLISH_SCRIPT), if recorded.
-        first = parse_event_id(_text(since)) if since is not None else None
+        first = parse_event_id(text(since)) if since is not None else None
         return streams, info, last, first
 
-    def _trim_horizons(self, channels: Sequence[str]) -> list[EventId]:
-        """For each channel whose history has been trimmed, its oldest kept id.
+    def _horizons(self, channels: Sequence[str]) -> list[EventId | None]:
+        """For each channel (in order): its oldest kept id if its history has
+        ever been trimmed, else None.
 
         A resume point below it may have lost events. (Redis 7.0 does not
         record trimmed ids in max-deleted-entry-id, so compare entries-added
@@ -192,24 +193,17 @@ class RedisStore:
         pipe = self.client.pipeline(transaction=False)
         for channel in channels:
             pipe.xinfo_stream(self.names.history_key(channel))
-        horizons = (_horizon(info) for info in pipe.execute(raise_on_error=False))
-        return [horizon for horizon in horizons if horizon is not None]
+        return [_horizon(info) for info in pipe.execute(raise_on_error=False)]
+
+    def _trim_horizons(self, channels: Sequence[str]) -> list[EventId]:
+        return [horizon for horizon in self._horizons(channels) if horizon is not None]
 
     def gaps(self, channels: Sequence[str], after: EventId) -> list[str]:
         """The channels whose history no longer reaches back to ``after``
         (same conservative rule as replay): a reader at ``after`` may have
         missed trimmed events on them."""
-        if not channels:
-            return []
-        pipe = self.client.pipeline(transaction=False)
-        for channel in channels:
-            pipe.xinfo_stream(self.names.history_key(channel))
-        found = []
-        for channel, info in zip(channels, pipe.execute(raise_on_error=False)):
-            horizon = _horizon(info)
-            if horizon is not None and horizon > after:
-                found.append(channel)
-        return found
+        return [channel for channel, horizon in zip(channels, self._horizons(channels))
+                if horizon is not None and horizon > after]
 
     def replay(self, channels: Sequence[str], after: EventId) -> Replay:
         streams, horizons, last, since = self.read_after(channels, after, with_info=True)
@@ -240,7 +234,8 @@ class RedisStore:
         return list(reversed(merge_by_id(streams)))[:limit]
 
 
-def _text(value: Any) -> str:
+def text(value: Any) -> str:
+    """A reply value as str (redis-py gives bytes without decode_responses)."""
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
@@ -252,11 +247,11 @@ def _horizon(info: Any) -> EventId | None:
     if added is None or length is None or int(added) <= int(length):
         return None
     if first:
-        return parse_event_id(_text(first[0]))
+        return parse_event_id(text(first[0]))
     return (2**62, 0)  # everything trimmed (by age): any resume point is suspect
 
 
 def _delivery(entry: Any) -> Delivery:
     _entry_id, fields = entry
     payload = fields.get(b"d") if b"d" in fields else fields.get("d")
-    return delivery_from_payload(_text(payload))
+    return delivery_from_payload(text(payload))
