@@ -31,7 +31,7 @@ from notifier.events import parse_event_id
 
 from .support import tokens
 from .support.processes import Gunicorn, RedisServer, rss_kib, wait_until
-from .support.sse import SSEConnection, SSEEvent
+from .support.sse import EventSourceClient, SSEConnection
 
 pytestmark = pytest.mark.chaos
 
@@ -89,97 +89,13 @@ def stack(redis_server: RedisServer | None = None, instances: int = 1,
 # --------------------------------------------------------------------------
 
 
-class Client:
-    """An EventSource that reconnects with Last-Event-ID, honouring ``retry:``
-    (capped at 1 s). With several URLs it fails over like a browser behind a
-    load balancer: a refused connection, a timeout or a non-200 answer makes
-    it try the next instance."""
+class Client(EventSourceClient):
+    """One user's EventSource against one or more instances (base URLs)."""
 
     def __init__(self, urls: list[str], user: str, head_timeout: float = 2.0):
-        self.urls = urls
+        super().__init__([url + "/v1/events" for url in urls], tokens.bearer(tokens.token(user)),
+                         head_timeout=head_timeout, name=f"client-{user}")
         self.user = user
-        self.headers = tokens.bearer(tokens.token(user))
-        self.head_timeout = head_timeout
-        self.events: list[SSEEvent] = []
-        # Parsed once on arrival: re-parsing 10,000 events every poll would
-        # starve the reader threads of the GIL.
-        self.notes: list[dict[str, Any]] = []
-        self.last_event_id: str | None = None
-        self.connects = 0
-        self.connected_to: list[str] = []
-        self.connected_at: list[float] = []
-        self.statuses: list[int] = []
-        self.stream_ends: list[float] = []  # when a 200 stream was ended by the server
-        self.comments = 0
-        self.connection: SSEConnection | None = None
-        self.url_index = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True, name=f"client-{user}")
-        self.opened = threading.Event()
-
-    def start(self) -> Client:
-        self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        retry_seconds = 0.2
-        while not self._stop.is_set():
-            url = self.urls[self.url_index]
-            headers = dict(self.headers)
-            if self.last_event_id:
-                headers["Last-Event-ID"] = self.last_event_id
-            ok = False
-            try:
-                connection = SSEConnection(url + "/v1/events", headers, timeout=self.head_timeout)
-                self.connection = connection
-                self.statuses.append(connection.status)
-                if connection.status == 200:
-                    ok = True
-                    self.connects += 1
-                    self.connected_to.append(url)
-                    self.connected_at.append(time.monotonic())
-                    self.opened.set()
-                    while not self._stop.is_set() and not connection.closed:
-                        for event in connection.events(0.2):
-                            if event.id is not None:
-                                self.last_event_id = event.id
-                            self.events.append(event)
-                            if event.event != "reset":
-                                self.notes.append(event.json())
-                        self.comments = self._comments_before + connection.parser.comments
-                    if connection.closed and not self._stop.is_set():
-                        self.stream_ends.append(time.monotonic())
-                    self._comments_before = self.comments
-                    if connection.parser.last_retry is not None:
-                        retry_seconds = min(connection.parser.last_retry / 1000, 1.0)
-                connection.close()
-            except OSError:
-                pass
-            if not ok and len(self.urls) > 1:
-                self.url_index = (self.url_index + 1) % len(self.urls)
-            self._stop.wait(retry_seconds)
-
-    _comments_before = 0
-
-    def drop(self) -> None:
-        """A network blip: the socket closes under the client, which reconnects."""
-        connection = self.connection
-        if connection is not None:
-            try:
-                connection.sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    def stop(self) -> None:
-        self._stop.set()
-        self.drop()
-        self._thread.join(10)
-
-    def notifications(self) -> list[dict[str, Any]]:
-        return list(self.notes)
-
-    def resets(self) -> list[dict[str, Any]]:
-        return [event.json() for event in list(self.events) if event.event == "reset"]
 
     def keys(self) -> list[str]:
         return [n["data"]["key"] for n in self.notifications()]
@@ -784,7 +700,7 @@ def test_sigterm_drains_spread_out_and_clients_fail_over() -> None:
     with stack(instances=2) as (servers, _redis):
         first, second = servers
         with clients([first.url, second.url], users) as group:
-            assert all(c.connected_to == [first.url] for c in group)
+            assert all(c.connected_to == [first.url + "/v1/events"] for c in group)
             publisher = Publisher(second.url)
             broadcasts: list[str] = []
             for step in range(5):
@@ -810,7 +726,7 @@ def test_sigterm_drains_spread_out_and_clients_fail_over() -> None:
                 broadcasts.append(f"post{extra}")
             # Per-user events (20 users) and broadcasts (everyone), each in publish order.
             expected = {user: seq.expected.get(user, []) for user in users}
-            wait_until(lambda: all(c.connected_to[-1] == second.url for c in group), 15,
+            wait_until(lambda: all(c.connected_to[-1] == second.url + "/v1/events" for c in group), 15,
                        message="every client to fail over to the second instance")
 
             def complete(client: Client) -> bool:

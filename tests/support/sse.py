@@ -9,7 +9,7 @@ import re
 import socket
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -194,27 +194,38 @@ class SSEConnection:
         self.closed = True
 
 
-@dataclass
 class EventSourceClient:
     """Behaves like a browser's EventSource: reconnects after the stream ends
-    or fails, sending Last-Event-ID, waiting ``retry`` (as the server set it).
+    or fails, sending Last-Event-ID, waiting ``retry:`` (as the server set it,
+    capped at ``max_retry_seconds``). Given several stream URLs it fails over
+    like a browser behind a load balancer: a refused connection, a timeout or
+    a non-200 answer makes it try the next one.
 
-    Runs in a thread; ``events`` holds every event received, in order.
+    Runs in a thread; ``events`` holds every event received, in order, and
+    ``notes`` the JSON of each notification, parsed once on arrival
+    (re-parsing thousands every poll would starve the reader threads).
     """
 
-    url: str
-    headers: dict[str, str] = field(default_factory=dict)
-    max_retry_seconds: float = 1.0
-    events: list[SSEEvent] = field(default_factory=list)
-    connects: int = 0
-    statuses: list[int] = field(default_factory=list)
-    last_event_id: str | None = None
-
-    def __post_init__(self) -> None:
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+    def __init__(self, urls: str | list[str], headers: dict[str, str] | None = None, *,
+                 max_retry_seconds: float = 1.0, head_timeout: float = 5.0, name: str = "client"):
+        self.urls = [urls] if isinstance(urls, str) else list(urls)
+        self.headers = dict(headers or {})
+        self.max_retry_seconds = max_retry_seconds
+        self.head_timeout = head_timeout
+        self.events: list[SSEEvent] = []
+        self.notes: list[Any] = []
+        self.last_event_id: str | None = None
+        self.connects = 0
+        self.connected_to: list[str] = []  # the URL of each successful connect
+        self.connected_at: list[float] = []
+        self.statuses: list[int] = []
+        self.stream_ends: list[float] = []  # when a 200 stream was ended by the server
+        self.comments = 0
         self.connection: SSEConnection | None = None
+        self.url_index = 0
         self.opened = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name=name)
 
     def start(self) -> EventSourceClient:
         self._thread.start()
@@ -222,37 +233,49 @@ class EventSourceClient:
 
     def _run(self) -> None:
         retry_seconds = 0.2
+        comments_before = 0
         while not self._stop.is_set():
+            url = self.urls[self.url_index]
             headers = dict(self.headers)
             if self.last_event_id:
                 headers["Last-Event-ID"] = self.last_event_id
+            ok = False
             try:
-                connection = SSEConnection(self.url, headers, timeout=5)
+                connection = SSEConnection(url, headers, timeout=self.head_timeout)
                 self.connection = connection
                 self.statuses.append(connection.status)
                 if connection.status == 200:
+                    ok = True
                     self.connects += 1
+                    self.connected_to.append(url)
+                    self.connected_at.append(time.monotonic())
                     self.opened.set()
                     while not self._stop.is_set() and not connection.closed:
                         for event in connection.events(0.2):
-                            if event.retry is not None:
-                                retry_seconds = min(event.retry / 1000, self.max_retry_seconds)
                             if event.id is not None:
                                 self.last_event_id = event.id
-                            if event.data or event.event != "message":
-                                self.events.append(event)
-                        if connection.parser.last_retry is not None:
-                            retry_seconds = min(connection.parser.last_retry / 1000, self.max_retry_seconds)
+                            self.events.append(event)
+                            if event.event != "reset":
+                                self.notes.append(event.json())
+                        self.comments = comments_before + connection.parser.comments
+                    if connection.closed and not self._stop.is_set():
+                        self.stream_ends.append(time.monotonic())
+                    comments_before = self.comments
+                    if connection.parser.last_retry is not None:
+                        retry_seconds = min(connection.parser.last_retry / 1000, self.max_retry_seconds)
                 connection.close()
             except OSError:
                 pass
+            if not ok and len(self.urls) > 1:
+                self.url_index = (self.url_index + 1) % len(self.urls)
             self._stop.wait(retry_seconds)
 
     def drop(self) -> None:
         """Simulate a network blip: close the socket under the client."""
-        if self.connection is not None:
+        connection = self.connection
+        if connection is not None:
             try:
-                self.connection.sock.shutdown(socket.SHUT_RDWR)
+                connection.sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
 
@@ -262,4 +285,7 @@ class EventSourceClient:
         self._thread.join(10)
 
     def notifications(self) -> list[Any]:
-        return [event.json() for event in self.events if event.event not in ("reset",)]
+        return list(self.notes)
+
+    def resets(self) -> list[Any]:
+        return [event.json() for event in list(self.events) if event.event == "reset"]
