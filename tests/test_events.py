@@ -9,6 +9,7 @@ import pytest
 from notifier.errors import InvalidEvent, PayloadTooLarge, UnsupportedMedia
 from notifier.events import (
     Limits,
+    Target,
     comment,
     delivery_from_payload,
     encode,
@@ -94,6 +95,55 @@ def test_payload_is_one_json_object_with_every_field() -> None:
     assert frame.count("\ndata: ") == 1, "JSON keeps the payload on one data line"
     [event] = SSEParser().feed(frame)
     assert event.json()["message"] == "Shipped!\nline2\u2028"
+
+
+# Targets whose JSON needs escapes: quotes, backslashes (a trailing one next to
+# the closing quote), non-ASCII, and text that looks like the next key.
+TRICKY_TARGETS = [Target("user", 'a"b\\'), Target("user", "x\\"), Target("user", '\u00e9,"type":"forged"'),
+                  Target("topic", "orders:1"), Target("broadcast")]
+
+
+@pytest.mark.parametrize("target", TRICKY_TARGETS, ids=repr)
+def test_payload_bytes_equal_one_json_dumps_of_the_fields(target: Target) -> None:
+    """body_without_id is concatenated for speed: it must be byte for byte what
+    encoding the fields as one JSON object gives (what readers and the Lua
+    script rely on)."""
+    fields = {"message": 'say "hi"\n\u2028\u00e9', "data": {"nested": [1, 2.5, None, {"k": "\t"}], "e": "\U0001F600"}}
+    [notification] = validate_notification({**_target_field(target), "type": "a.b", **fields}, Limits(), TS)
+    expected = json.dumps({**_target_field(target), "type": "a.b", **fields, "timestamp": TS},
+                          ensure_ascii=False, separators=(",", ":"))
+    assert "{" + notification.body_without_id() == expected
+    payload = splice_id("17-3", notification.body_without_id())
+    fast = delivery_from_payload(payload)
+    assert (fast.id, fast.type, fast.payload) == ((17, 3), "a.b", payload)
+    # The same event built from a payload the fast reader cannot match (key order changed) is identical.
+    reordered = json.dumps({"type": "a.b", **json.loads(payload)}, ensure_ascii=False, separators=(",", ":"))
+    slow = delivery_from_payload(reordered)
+    assert (slow.id, slow.type) == (fast.id, fast.type)
+    assert SSEParser().feed(slow.frame.decode())[0].json() == SSEParser().feed(fast.frame.decode())[0].json()
+
+
+def _target_field(target: Target) -> dict[str, object]:
+    if target.kind == "broadcast":
+        return {"broadcast": True}
+    return {"user_id" if target.kind == "user" else "topic": target.name}
+
+
+@pytest.mark.parametrize("raw, field", [
+    (b'{"user_id": "a", "message": "\\ud800"}', "message"),
+    (b'{"user_id": "a", "message": "x", "data": {"k": "\\udc00"}}', "data"),
+    (b'{"user_id": "\\ud83d", "message": "x"}', "user_id"),
+    (b'{"user_ids": ["ok", "\\ud83d"], "message": "x"}', "user_ids"),
+])
+def test_lone_surrogate_escapes_are_refused_by_field(raw: bytes, field: str) -> None:
+    """JSON can spell a lone surrogate; UTF-8 cannot carry one. It used to
+    fail later, in the broker, as a 500."""
+    with pytest.raises(InvalidEvent) as caught:
+        parse_publish_body(raw, "application/json", Limits(), TS)
+    assert caught.value.status == 422 and caught.value.field == field
+    assert "surrogate" in caught.value.message
+    # A surrogate pair is a real character and is fine.
+    assert parse_publish_body(b'{"user_id": "a", "message": "\\ud83d\\ude00"}', "application/json", Limits(), TS)
 
 
 def test_timestamp_is_rfc3339_utc() -> None:
