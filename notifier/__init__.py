@@ -19,6 +19,7 @@ def create_app(config: Config | None = None) -> Flask:
     (raises ConfigError listing every problem)."""
     from flask import Flask
 
+    from .api.publish import LeanPublish
     from .config import Config
     from .extension import Notifier
     from .logs import configure_logging
@@ -27,7 +28,8 @@ def create_app(config: Config | None = None) -> Flask:
     configure_logging(config.log_level)
     app = Flask("notifier", static_folder=None)
     app.json.sort_keys = False  # type: ignore[attr-defined]  # keep documented field order
-    Notifier().init_app(app, config, standalone=True)
+    state = Notifier().init_app(app, config, standalone=True)
+    app.wsgi_app = LeanPublish(app, state, app.wsgi_app)  # type: ignore[method-assign]
     return app
 
 

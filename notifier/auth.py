@@ -166,14 +166,41 @@ PUBLISHER_CACHE_SIZE = 256
 PUBLISHER_CACHE_SECONDS = 300.0
 
 
+class PublisherCache:
+    """Verified publisher identities by Authorization header, bounded in size and age."""
+
+    def __init__(self, size: int = PUBLISHER_CACHE_SIZE, max_age: float = PUBLISHER_CACHE_SECONDS):
+        self.size = size
+        self.max_age = max_age
+        self._entries: dict[str, tuple[float, PublisherIdentity]] = {}
+
+    def get(self, header: str | None) -> PublisherIdentity | None:
+        hit = self._entries.get(header) if header else None
+        if hit is not None and time.time() < hit[0]:
+            return hit[1]
+        return None
+
+    def put(self, header: str, expires_at: float, identity: PublisherIdentity) -> None:
+        if len(self._entries) >= self.size:
+            self._entries.clear()
+        self._entries[header] = (min(expires_at, time.time() + self.max_age), identity)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+def publisher_cache(app: Flask) -> PublisherCache:
+    cache: PublisherCache = app.extensions.setdefault("notifier.publisher_cache", PublisherCache())
+    return cache
+
+
 def authenticate_publisher() -> PublisherIdentity:
     _refuse_query_tokens()  # also on a cache hit
     header = request.headers.get("Authorization")
-    cache: dict[str, tuple[float, PublisherIdentity]] = current_app.extensions.setdefault(
-        "notifier.publisher_cache", {})
-    hit = cache.get(header) if header else None
-    if hit is not None and time.time() < hit[0]:
-        return hit[1]
+    cache = publisher_cache(current_app)
+    known = cache.get(header)
+    if known is not None:
+        return known
     claims = _verify(["headers"])
     if claims.get("role") != PUBLISHER_ROLE:
         raise Forbidden("publishing needs a publisher credential (role: publisher), not a user's token")
@@ -187,9 +214,7 @@ def authenticate_publisher() -> PublisherIdentity:
     )
     exp = claims.get("exp")
     if header and isinstance(exp, (int, float)):
-        if len(cache) >= PUBLISHER_CACHE_SIZE:
-            cache.clear()
-        cache[header] = (min(float(exp), time.time() + PUBLISHER_CACHE_SECONDS), identity)
+        cache.put(header, float(exp), identity)
     return identity
 
 

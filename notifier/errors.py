@@ -7,6 +7,7 @@ response is always JSON; stack traces go to the log, never to the client.
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -96,29 +97,45 @@ class Draining(NotifierError):
         )
 
 
+# Compact, ASCII-only JSON plus a newline: what Flask's jsonify writes, so a
+# body is the same bytes whether Flask or the lean publish path sent it.
+_JSON = json.JSONEncoder(separators=(",", ":"))
+JSON_CONTENT_TYPE = "application/json"
+
+
+def json_bytes(body: Any) -> bytes:
+    return (_JSON.encode(body) + "\n").encode("ascii")
+
+
+def error_parts(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> tuple[int, list[tuple[str, str]], bytes]:
+    """Status, headers and body of an error response: never cached, always JSON."""
+    merged = {"Content-Type": JSON_CONTENT_TYPE, "Cache-Control": "no-store"}
+    merged.update(headers or {})
+    return status, list(merged.items()), json_bytes(body)
+
+
+def notifier_error_parts(error: NotifierError) -> tuple[int, list[tuple[str, str]], bytes]:
+    return error_parts(error.status, error.body(), error.headers)
+
+
+INTERNAL_ERROR_BODY = {"error": {"code": "internal_error", "message": "internal server error"}}
+
+
+def _flask_response(parts: tuple[int, list[tuple[str, str]], bytes]) -> Response:
+    from flask import Response
+
+    status, headers, body = parts
+    return Response(body, status, headers)
+
+
 def error_response(error: NotifierError) -> Response:
     """The JSON response for one of our errors (standalone or mounted)."""
-    from flask import jsonify
-
-    response = jsonify(error.body())
-    response.status_code = error.status
-    response.headers["Cache-Control"] = "no-store"
-    response.headers.update(error.headers)
-    return response
+    return _flask_response(notifier_error_parts(error))
 
 
 def register_error_handlers(app: Flask) -> None:
     """Map NotifierError and every HTTP / unexpected error to a JSON body."""
-    from flask import jsonify
     from werkzeug.exceptions import HTTPException
-
-    def to_response(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
-        response = jsonify(body)
-        response.status_code = status
-        response.headers["Cache-Control"] = "no-store"
-        for name, value in (headers or {}).items():
-            response.headers[name] = value
-        return response
 
     app.register_error_handler(NotifierError, error_response)
 
@@ -128,9 +145,9 @@ def register_error_handlers(app: Flask) -> None:
         status = error.code or 500
         # Keep headers such as Allow (405) but not the HTML content type.
         headers = {name: value for name, value in error.get_headers() if name.lower() != "content-type"}
-        return to_response(status, {"error": {"code": code, "message": error.description or error.name}}, headers)
+        return _flask_response(error_parts(status, {"error": {"code": code, "message": error.description or error.name}}, headers))
 
     @app.errorhandler(Exception)
     def _unexpected(error: Exception) -> Response:
         log.exception("unhandled error")
-        return to_response(500, {"error": {"code": "internal_error", "message": "internal server error"}})
+        return _flask_response(error_parts(500, INTERNAL_ERROR_BODY))

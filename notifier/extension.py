@@ -21,11 +21,10 @@ from .channels import ChannelNames
 from .config import Config
 from .events import Limits, retry
 from .hub import CloseReason, Hub, Subscription
-from .logs import request_id_from
+from .logs import log_request, request_id_from
 from .metrics import Metrics, SubscriberGauges, process_metrics
 
 log = logging.getLogger("notifier")
-access_log = logging.getLogger("notifier.access")
 
 
 class NotifierState:
@@ -156,15 +155,6 @@ def _register_request_logging(app: Flask) -> None:
         if request_id:
             response.headers["X-Request-ID"] = request_id
         if not getattr(g, "notifier_stream", False):
-            access_log.info(
-                "request",
-                extra={
-                    "request_id": request_id,
-                    "method": request.method,
-                    "path": request.path,  # never the query string
-                    "status": response.status_code,
-                    "duration_ms": round((time.monotonic() - getattr(g, "notifier_started", time.monotonic())) * 1000, 2),
-                    "remote": request.remote_addr,
-                },
-            )
+            log_request(request_id, request.method, request.path, response.status_code,
+                        getattr(g, "notifier_started", time.monotonic()), request.remote_addr)
         return response

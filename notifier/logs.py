@@ -16,12 +16,25 @@ from typing import Any
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 _RESERVED = set(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
+_LINE = json.JSONEncoder(default=str, ensure_ascii=False)  # one encoder, not one per line
+
+access_log = logging.getLogger("notifier.access")
 
 
 class JsonFormatter(logging.Formatter):
+    _second = -1
+    _second_text = ""
+
+    def _timestamp(self, created: float, msecs: float) -> str:
+        second = int(created)
+        if second != self._second:  # one strftime per second, not per line
+            self._second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = second
+        return f"{self._second_text}.{int(msecs):03d}Z"
+
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "ts": self._timestamp(record.created, record.msecs),
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
@@ -31,7 +44,7 @@ class JsonFormatter(logging.Formatter):
                 line[key] = value
         if record.exc_info:
             line["exc"] = self.formatException(record.exc_info)
-        return json.dumps(line, default=str, ensure_ascii=False)
+        return _LINE.encode(line)
 
 
 class _StdoutHandler(logging.StreamHandler):
@@ -63,3 +76,20 @@ def request_id_from(header_value: str | None) -> str:
     if header_value and _REQUEST_ID.match(header_value):
         return header_value
     return uuid.uuid4().hex
+
+
+def log_request(request_id: str | None, method: str, path: str, status: int, started: float, remote: str | None) -> None:
+    """The access line of one (non-streaming) request. ``path`` never carries the query string."""
+    if not access_log.isEnabledFor(logging.INFO):
+        return
+    fields = {
+        "request_id": request_id,
+        "method": method,
+        "path": path,
+        "status": status,
+        "duration_ms": round((time.monotonic() - started) * 1000, 2),
+        "remote": remote,
+    }
+    # makeRecord + handle is what Logger.info does, minus the stack walk that
+    # looks for the caller's file and line (which this line does not log).
+    access_log.handle(access_log.makeRecord(access_log.name, logging.INFO, "", 0, "request", (), None, extra=fields))

@@ -13,8 +13,9 @@ from flask import Blueprint, Response, g, request
 from ..auth import Subscriber, authenticate_subscriber, pattern_allows
 from ..errors import BadRequest, Draining, Forbidden, NotifierError, Unauthorized
 from ..events import Delivery, EventId, encode, format_event_id, parse_event_id, validate_topic
-from ..extension import NotifierState, access_log, current_state
+from ..extension import NotifierState, current_state
 from ..hub import CloseReason, Subscription
+from ..logs import access_log
 from ..stream import SSE_HEADERS, StreamPlan, client_socket, event_stream, shutdown_socket
 
 bp = Blueprint("notifier_events", __name__)
