@@ -72,7 +72,7 @@ class Publisher:
         return self._publish(self._item({"topic": topic}, message, type, data))[0]
 
     def close(self) -> None:
-        self._client.close()
+        self._store.close()
 
     def __enter__(self) -> Publisher:
         return self

@@ -25,6 +25,7 @@ from typing import Any
 
 from .events import comment, retry
 from .hub import CloseReason, Subscription
+from .sockets import peek
 
 log = logging.getLogger("notifier.stream")
 
@@ -47,14 +48,7 @@ def client_gone(raw_socket: Any) -> bool:
     An SSE client sends nothing after its request, so a readable socket with
     no data means EOF.
     """
-    if raw_socket is None:
-        return False
-    try:
-        return raw_socket.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
-    except (BlockingIOError, InterruptedError):
-        return False
-    except OSError:
-        return True
+    return raw_socket is not None and peek(raw_socket) == b""
 
 
 def shutdown_socket(raw_socket: Any) -> None:

@@ -5,6 +5,8 @@ through real faults."""
 
 from __future__ import annotations
 
+import json
+import threading
 import time
 
 import pytest
@@ -13,6 +15,8 @@ import redis
 from notifier.broker.redis_store import RedisStore, make_client
 from notifier.channels import ChannelNames
 from notifier.events import Limits, Target, parse_event_id, validate_notification
+
+from .support.processes import RedisServer
 
 TS = "2026-01-01T00:00:00.000Z"
 
@@ -24,8 +28,9 @@ def note(user: str, message: str = "m"):
 @pytest.fixture
 def store(redis_server, prefix):
     client = make_client(redis_server.url, socket_timeout=1)
-    yield RedisStore(client, ChannelNames(prefix), history_max_events=5)
-    client.close()
+    store = RedisStore(client, ChannelNames(prefix), history_max_events=5)
+    yield store
+    store.close()
 
 
 def test_a_publish_run_after_its_deadline_stores_nothing(store: RedisStore, prefix: str) -> None:
@@ -43,13 +48,12 @@ def test_a_publish_run_after_its_deadline_stores_nothing(store: RedisStore, pref
 
 
 def test_no_deadline_without_a_socket_timeout(redis_server, prefix: str) -> None:
-    client = redis.Redis.from_url(redis_server.url)
+    store = RedisStore(redis.Redis.from_url(redis_server.url), ChannelNames(prefix))
     try:
-        store = RedisStore(client, ChannelNames(prefix))
         assert store._deadline_ms() == 0
         assert store.publish(note("bob"))
     finally:
-        client.close()
+        store.close()
 
 
 def test_resume_from_before_a_lost_history_resets(store: RedisStore) -> None:
@@ -85,3 +89,66 @@ def test_gaps_name_the_channels_trimmed_past_a_point(store: RedisStore) -> None:
         store.publish(note("busy"))
     assert store.gaps([quiet, busy], seen) == [busy]
     assert store.gaps([names.user("nobody")], seen) == []
+
+
+# The publish script runs on the store's own connections (broker/redis_script.py):
+# a connection goes back for reuse only after a complete reply.
+
+def test_publishing_survives_a_redis_restart_without_a_spurious_error(prefix: str) -> None:
+    server = RedisServer().start()
+    client = make_client(server.url, socket_timeout=1)
+    store = RedisStore(client, ChannelNames(prefix))
+    try:
+        assert store.publish(note("alice"))
+        server.restart()  # the idle connection is now closed by the other side
+        [published] = store.publish(note("alice", "after the restart"))
+        assert store.recent([store.names.user("alice")], None, 5)[0].payload.startswith('{"id":"' + published.id)
+    finally:
+        store.close()
+        server.stop()
+
+
+def test_a_flushed_script_cache_is_refilled(store: RedisStore) -> None:
+    store.publish(note("alice"))
+    store.client.script_flush()
+    assert store.client.script_exists(store._script.sha) == [False]
+    assert store.publish(note("alice", "second"))
+    assert store.client.script_exists(store._script.sha) == [True]
+
+
+def test_a_reply_that_came_too_late_is_never_read_as_the_next_ones(prefix: str) -> None:
+    """The connection that timed out is dropped: its late reply cannot be
+    taken for the reply of the next publish (a stale ack, wrong ids)."""
+    server = RedisServer().start()
+    store = RedisStore(make_client(server.url, socket_timeout=0.5), ChannelNames(prefix), history_max_events=5)
+    try:
+        store.publish(note("alice", "warm-up"))  # one connection, idle, ready for reuse
+        server.pause()
+        resume = threading.Timer(1.0, server.resume)
+        resume.start()
+        with pytest.raises(redis.TimeoutError):
+            store.publish(note("alice", "lost in the stall"))
+        resume.join()
+        [after] = store.publish(note("alice", "after the stall"))
+        recent = store.recent([store.names.user("alice")], None, 5)
+        assert recent[0].payload.startswith('{"id":"' + after.id)
+        assert [json.loads(d.payload)["message"] for d in recent] == ["after the stall", "warm-up"], \
+            "the stalled one ran after its deadline, so it stored nothing"
+    finally:
+        store.close()
+        server.stop()
+
+
+def test_publishing_waits_for_a_free_connection_and_gives_up_in_time(redis_server, prefix: str) -> None:
+    client = make_client(redis_server.url, socket_timeout=0.5, max_connections=1)
+    store = RedisStore(client, ChannelNames(prefix))
+    try:
+        assert store._script._slots.acquire(timeout=1)  # the only publishing connection is busy
+        started = time.monotonic()
+        with pytest.raises(redis.ConnectionError, match="no Redis connection available"):
+            store.publish(note("alice"))
+        assert 0.4 < time.monotonic() - started < 2
+        store._script._slots.release()
+        assert store.publish(note("alice"))
+    finally:
+        store.close()

@@ -123,7 +123,7 @@ class RedisBroker:
             self._greenlet.kill(block=True, timeout=2)
             self._greenlet = None
         self._ready = False
-        self.client.close()
+        self.store.close()
 
     def ready(self) -> tuple[bool, str]:
         if self._stopping:

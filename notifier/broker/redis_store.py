@@ -21,6 +21,7 @@ from redis.retry import Retry
 from ..channels import ChannelNames
 from ..events import Delivery, EventId, Notification, delivery_from_payload, format_event_id, parse_event_id
 from . import Published, Replay, merge_by_id
+from .redis_script import ScriptRunner
 
 PUBLISH_SCRIPT = """
 local maxlen = ARGV[1]
@@ -91,12 +92,15 @@ class RedisStore:
         self.history_max_events = history_max_events
         self.history_max_age_ms = int(history_max_age_seconds * 1000)
         self.replay_max_events = replay_max_events
-        self._script = client.register_script(PUBLISH_SCRIPT)
+        pool = client.connection_pool
+        timeout = pool.connection_kwargs.get("socket_timeout")
+        # Publishing has its own connections (as many again as the pool's):
+        # see redis_script.py for why.
+        self._script = ScriptRunner(pool, PUBLISH_SCRIPT, getattr(pool, "max_connections", 64), timeout)
         # A publish whose reply times out must not be stored later (the caller
         # answers 503 and the publisher retries): the script refuses to run
         # once half the socket timeout has passed since it was sent, which
         # leaves the other half for the reply and for clock-offset error.
-        timeout = client.connection_pool.connection_kwargs.get("socket_timeout")
         self._stale_after_ms = float(timeout) * 500 if timeout else 0.0
         self._clock_offset_ms: float | None = None  # Redis TIME minus our clock
         self._clock_measured_at = 0.0
@@ -125,13 +129,16 @@ class RedisStore:
         if not notifications:
             return []
         keys: list[str] = [self.names.sequence_key]
-        args: list[Any] = [self.history_max_events, self.history_max_age_ms, self._deadline_ms()]
+        args: list[Any] = []
         for notification in notifications:
             channel = self.names.for_target(notification.target)
             keys.append(self.names.history_key(channel))
             args.extend((channel, notification.body_without_id()))
         try:
-            reply = self._script(keys=keys, args=args)
+            # The deadline is taken once a connection is ours, so waiting for
+            # one under load cannot make a healthy Redis look stalled.
+            reply = self._script(keys, args, head=lambda: (self.history_max_events, self.history_max_age_ms,
+                                                           self._deadline_ms()))
         except redis.ResponseError as exc:
             if str(exc).startswith("STALE"):
                 # Either Redis really was stalled, or its clock stepped: measure again next time.
@@ -141,6 +148,11 @@ class RedisStore:
             Published(text(reply[2 * i]), notification, int(reply[2 * i + 1]))
             for i, notification in enumerate(notifications)
         ]
+
+    def close(self) -> None:
+        self._script.disconnect()
+        self.client.close()
+        self.client.connection_pool.disconnect()  # close() leaves a pool it was given open
 
     def last_id(self) -> EventId:
         ms, seq = self.client.hmget(self.names.sequence_key, "ms", "seq")
