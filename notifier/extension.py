@@ -116,7 +116,9 @@ class Notifier:
         metrics = process_metrics()
         names = ChannelNames(config.redis_prefix)
         state: NotifierState
-        hub = Hub(on_evict=lambda sub: state.on_evict(sub))
+        # Heartbeats and deadlines are checked 4 times per heartbeat (at most
+        # once a second): each is at most that late.
+        hub = Hub(on_evict=lambda sub: state.on_evict(sub), alarm_interval=min(1.0, config.heartbeat_seconds / 4))
         gauges = SubscriberGauges(metrics)
         broker = build_broker(config, hub, names, metrics, gauges)
         state = NotifierState(config, hub, broker, metrics, names)

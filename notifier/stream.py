@@ -81,28 +81,28 @@ def event_stream(plan: StreamPlan, detach: Callable[[Subscription], None],
         yield retry(plan.retry_ms) + comment("connected") + plan.opening
         next_heartbeat = time.monotonic() + plan.heartbeat
         while True:
-            now = time.monotonic()
             if sub.closed is not None:
                 reason = sub.closed
                 if sub.farewell:
                     yield sub.farewell
                 break
+            now = time.monotonic()
             if now >= plan.deadline:
                 reason = plan.deadline_reason
                 break
-            if sub.wait(min(next_heartbeat, plan.deadline) - now):
-                items = sub.take()
-                if items:
-                    yield b"".join([item.frame for item in items])
-                    sent += len(items)
-                    on_write(items)
-                    next_heartbeat = time.monotonic() + plan.heartbeat
-                continue
-            if time.monotonic() >= next_heartbeat:
+            if now >= next_heartbeat:
                 if client_gone(plan.raw_socket):
                     reason = CloseReason.CLIENT_GONE
                     break
                 yield b":\n\n"
+                next_heartbeat = time.monotonic() + plan.heartbeat
+                continue
+            sub.sleep_until(min(next_heartbeat, plan.deadline))
+            items = sub.take()
+            if items:
+                yield b"".join([item.frame for item in items])
+                sent += len(items)
+                on_write(items)
                 next_heartbeat = time.monotonic() + plan.heartbeat
     except GeneratorExit:
         # An evicted stream's socket is shut down under a blocked write, which

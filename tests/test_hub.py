@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import time
+
+import gevent
+
 from notifier.events import Delivery
 from notifier.hub import CloseReason, Hub, Subscription
 
@@ -103,3 +107,46 @@ def test_version_and_narrow_backlog_tell_the_broker_what_changed() -> None:
     before = hub.version
     hub.unsubscribe(b)
     assert hub.version == before + 1  # user:b emptied, bc still has a
+
+
+def test_one_alarm_clock_per_hub_wakes_streams_when_due_without_a_timer_each() -> None:
+    hub = Hub(alarm_interval=0.02)
+    early, late = Subscription("a", ["user:a"], 10), Subscription("b", ["user:b"], 10)
+    hub.subscribe(early)
+    hub.subscribe(late)
+    clock = hub._alarm_clock
+    assert clock is not None and early.on_alarm_clock
+    late.wake_at = time.monotonic() + 60
+    start = time.monotonic()
+    early.sleep_until(start + 0.1)
+    woke = time.monotonic() - start
+    assert 0.1 <= woke < 0.1 + 0.02 + 0.08, woke
+    assert not late.wakeup.is_set(), "not due: left asleep"
+    assert hub._alarm_clock is clock, "one greenlet for every stream"
+    # Something queued wakes a sleeper at once, whatever its alarm.
+    gevent.spawn_later(0.01, hub.dispatch, "user:b", delivery(1))
+    start = time.monotonic()
+    late.sleep_until(start + 60)
+    assert time.monotonic() - start < 1 and [d.id for d in late.take()] == [(1, 0)]
+
+
+def test_the_alarm_clock_stops_with_the_last_subscription_and_starts_with_the_next() -> None:
+    hub = Hub(alarm_interval=0.01)
+    first = Subscription("a", ["user:a"], 10)
+    hub.subscribe(first)
+    hub.unsubscribe(first)
+    assert not first.on_alarm_clock and first.wakeup.is_set(), "a sleeper without a timer is woken to re-arm with one"
+    gevent.sleep(0.05)
+    assert hub._alarm_clock is None, "no greenlet left behind for an empty hub"
+    second = Subscription("b", ["user:b"], 10)
+    hub.subscribe(second)
+    start = time.monotonic()
+    second.sleep_until(start + 0.05)
+    assert 0.05 <= time.monotonic() - start < 0.5
+
+
+def test_without_a_hub_a_subscription_sleeps_on_its_own_timer() -> None:
+    loose = Subscription("a", ["user:a"], 10)
+    start = time.monotonic()
+    loose.sleep_until(start + 0.05)
+    assert 0.05 <= time.monotonic() - start < 0.5
