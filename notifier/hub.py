@@ -149,10 +149,11 @@ class Hub:
         # only while there are subscriptions.
         self.alarm_interval = alarm_interval
         self._alarm_clock: gevent.Greenlet | None = None
-        # Bumped whenever a channel gains its first or loses its last local
-        # subscriber, so the broker compares one int per poll instead of
-        # rebuilding the set of (possibly 10,000s of) channels.
-        self.version = 0
+        # Channels that gained their first or lost their last local subscriber
+        # since the broker last looked (None: nobody looks, keep nothing). The
+        # broker applies just these instead of comparing every channel (10,000s)
+        # while clients arrive.
+        self._changed: set[str] | None = None
 
     def subscribe(self, subscription: Subscription) -> list[str]:
         """Register; returns the channels that had no local subscriber before."""
@@ -167,8 +168,8 @@ class Hub:
                 members = self._channels[channel] = set()
                 first.append(channel)
             members.add(subscription)
-        if first:
-            self.version += 1
+        if first and self._changed is not None:
+            self._changed.update(first)
         return first
 
     def unsubscribe(self, subscription: Subscription) -> list[str]:
@@ -186,9 +187,16 @@ class Hub:
             if not members:
                 del self._channels[channel]
                 emptied.append(channel)
-        if emptied:
-            self.version += 1
+        if emptied and self._changed is not None:
+            self._changed.update(emptied)
         return emptied
+
+    def take_channel_changes(self) -> set[str]:
+        """The channels whose local membership started or ended since the last
+        call (from the first call on); look each up with ``has_channel``."""
+        changed = self._changed
+        self._changed = set()
+        return changed or set()
 
     def dispatch(self, channel: str, delivery: Delivery) -> int:
         """Hand one event to every local subscriber of ``channel``; returns how many took it."""

@@ -89,14 +89,16 @@ def test_close_all_and_wait_timeout() -> None:
     assert subs[0].take() == []
 
 
-def test_version_and_narrow_backlog_tell_the_broker_what_changed() -> None:
+def test_channel_changes_and_narrow_backlog_tell_the_broker_what_changed() -> None:
     hub = Hub()
     a = Subscription("a", ["user:a", "bc"], 10)
     b = Subscription("b", ["user:b", "bc"], 10)
-    start = hub.version
+    hub.subscribe(Subscription("z", ["user:z"], 10))
+    assert hub.take_channel_changes() == set(), "nothing is kept until the broker starts looking"
     hub.subscribe(a)
     hub.subscribe(b)
-    assert hub.version == start + 2  # each added a channel
+    assert hub.take_channel_changes() == {"user:a", "bc", "user:b"}
+    assert hub.take_channel_changes() == set()
     assert not hub.narrow_backlog("user:a", limit=64)
     hub.dispatch("bc", delivery(1))
     assert hub.narrow_backlog("user:a", limit=64), "a has an event not written yet"
@@ -104,9 +106,13 @@ def test_version_and_narrow_backlog_tell_the_broker_what_changed() -> None:
     assert not hub.narrow_backlog("nobody", limit=64)
     a.take()
     assert not hub.narrow_backlog("user:a", limit=64)
-    before = hub.version
     hub.unsubscribe(b)
-    assert hub.version == before + 1  # user:b emptied, bc still has a
+    assert hub.take_channel_changes() == {"user:b"}, "bc still has a"
+    assert not hub.has_channel("user:b") and hub.has_channel("bc")
+    # Gone and back between two looks: reported, and has_channel tells the truth.
+    hub.unsubscribe(a)
+    hub.subscribe(a)
+    assert hub.take_channel_changes() == {"user:a", "bc"} and hub.has_channel("user:a")
 
 
 def test_one_alarm_clock_per_hub_wakes_streams_when_due_without_a_timer_each() -> None:

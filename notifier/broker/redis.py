@@ -100,7 +100,6 @@ class RedisBroker:
         # confirm the second request (Redis has not processed it yet).
         self._outstanding: dict[str, int] = {}
         self._waiters: list[_Waiter] = []
-        self._synced_version = -1  # hub.version at the last _sync_channels
         self._greenlet: gevent.Greenlet | None = None
         self._stopping = False
         self._ready = False
@@ -228,7 +227,8 @@ class RedisBroker:
         self._requested.clear()
         self._confirmed.clear()
         self._outstanding.clear()
-        self._sync_channels(pubsub)
+        self.hub.take_channel_changes()  # all channels are compared now
+        self._sync_channels(pubsub, self._wanted())
         # Wait for every SUBSCRIBE to be confirmed before reading history, so
         # nothing published after the snapshot can be missed.
         deadline = time.monotonic() + max(self.socket_timeout, 1.0)
@@ -249,8 +249,9 @@ class RedisBroker:
         probe_sent: float | None = None
         held: dict[str, Any] | None = None  # read, but left for the next round
         while not self._stopping:
-            if self.hub.version != self._synced_version:
-                self._sync_channels(pubsub)
+            changed = self.hub.take_channel_changes()
+            if changed:
+                self._sync_channels(pubsub, changed)
             message = held if held is not None else pubsub.get_message(timeout=POLL_SECONDS)
             held = None
             now = time.monotonic()
@@ -293,11 +294,13 @@ class RedisBroker:
             return False
         return self.hub.narrow_backlog(_text(message.get("channel")), DRAIN_MIN_FANOUT)
 
-    def _sync_channels(self, pubsub: redis.client.PubSub) -> None:
-        self._synced_version = self.hub.version
-        wanted = self._wanted()
+    def _sync_channels(self, pubsub: redis.client.PubSub, candidates: set[str]) -> None:
+        """SUBSCRIBE / UNSUBSCRIBE so that, among ``candidates``, exactly the
+        wanted channels are requested (all of them at a session's start; in
+        steady state only those the hub reports as changed)."""
+        wanted = {channel for channel in candidates if channel in self._always or self.hub.has_channel(channel)}
         add = wanted - self._requested
-        remove = self._requested - wanted
+        remove = (candidates - wanted) & self._requested
         if add:
             pubsub.subscribe(*sorted(add))
             self._requested |= add
