@@ -194,3 +194,23 @@ def _watch(client):
     response, chunks = open_stream(client, tokens.bearer(tokens.token("alice")))
     next(chunks)
     return chunks
+
+
+def test_the_reply_is_what_one_json_encoding_of_it_gives() -> None:
+    from notifier.api.publish import reply_body
+    from notifier.broker import Published
+    from notifier.errors import json_bytes
+    from notifier.events import Limits, validate_notification
+
+    notes = validate_notification({"user_ids": ['a"b\\', "\u00e9\u2028", "plain"], "type": "x.y", "message": "m"}, Limits(), "t")
+    notes += validate_notification({"topic": "orders:1", "message": "m"}, Limits(), "t")
+    notes += validate_notification({"broadcast": True, "message": "m"}, Limits(), "t")
+    published = [Published(f"17-{i}", note, i) for i, note in enumerate(notes)]
+    expected = {"published": [], "count": len(published)}
+    for item in published:
+        target = item.notification.target
+        where = {"user_id": target.name} if target.kind == "user" else {"topic": target.name} if target.kind == "topic" \
+            else {"broadcast": True}
+        expected["published"].append({"id": item.id, **where, "type": item.notification.type, "receivers": item.receivers})
+    assert reply_body(published) == json_bytes(expected)
+    assert reply_body([]) == json_bytes({"published": [], "count": 0})

@@ -21,6 +21,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
+from json.encoder import encode_basestring_ascii as _ascii_json_str  # what json.dumps uses for a str
 from typing import IO, TYPE_CHECKING, Any
 
 from flask import Blueprint, Response, request
@@ -35,7 +36,6 @@ from ..errors import (
     PayloadTooLarge,
     Unauthorized,
     error_parts,
-    json_bytes,
     notifier_error_parts,
 )
 from ..events import parse_publish_body, utc_timestamp
@@ -80,17 +80,21 @@ def accept(state: NotifierState, publisher: PublisherIdentity, body: bytes, cont
     return reply_body(published)
 
 
-_TARGET_KEY = {"user": "user_id", "topic": "topic"}
+_TARGET_KEY = {"user": '"user_id":', "topic": '"topic":'}
 
 
 def reply_body(published: list[Published]) -> bytes:
+    """``{"published": [{"id", target, "type", "receivers"}...], "count"}``,
+    as ``json_bytes`` would encode it. Concatenated: a batch reply has up to
+    1,000 items, and one json.dumps of them was 6% of a batch publish."""
     items = []
     for item in published:
         target = item.notification.target
         key = _TARGET_KEY.get(target.kind)
-        items.append({"id": item.id, **({key: target.name} if key else {"broadcast": True}),
-                      "type": item.notification.type, "receivers": item.receivers})
-    return json_bytes({"published": items, "count": len(items)})
+        where = key + _ascii_json_str(target.name) if key else '"broadcast":true'
+        items.append('{"id":' + _ascii_json_str(item.id) + "," + where + ',"type":' + _ascii_json_str(item.notification.type)
+                     + ',"receivers":' + str(int(item.receivers)) + "}")
+    return ('{"published":[' + ",".join(items) + '],"count":' + str(len(items)) + "}\n").encode("ascii")
 
 
 @bp.post(PUBLISH_PATH)
