@@ -32,8 +32,9 @@ DEFAULT_TYPE = "notification"
 # the other C0/C1 controls have no business in an identifier.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 # Topic names end up in Redis channel names and in tokens' grant patterns.
-_TOPIC = re.compile(r"^[A-Za-z0-9][A-Za-z0-9:._/@\-]{0,199}$")
-_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9:._/\-]{0,63}$")
+# Used with fullmatch: "$" would also accept a trailing newline.
+_TOPIC = re.compile(r"[A-Za-z0-9][A-Za-z0-9:._/@\-]{0,199}")
+_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9:._/\-]{0,63}")
 _EVENT_ID = re.compile(r"^(\d{1,15})-(\d{1,15})$")
 MAX_USER_ID_LENGTH = 256
 
@@ -181,7 +182,7 @@ def validate_topic(value: Any, field_name: str = "topic") -> str:
         raise InvalidEvent(f"{field_name} must be a non-empty string", field=field_name)
     if _CONTROL.search(value):
         raise InvalidEvent(f"{field_name} must not contain control characters (CR, LF, NUL...)", field=field_name)
-    if not _TOPIC.match(value):
+    if not _TOPIC.fullmatch(value):
         raise InvalidEvent(
             f"{field_name} must be 1-200 characters of letters, digits and : . _ / @ - (starting with a letter or digit)",
             field=field_name,
@@ -192,11 +193,13 @@ def validate_topic(value: Any, field_name: str = "topic") -> str:
 def _validate_type(value: Any) -> str:
     if value is None:
         return DEFAULT_TYPE
+    if isinstance(value, str) and _TYPE.fullmatch(value):
+        return value  # the common case; what follows explains a refusal
     if not isinstance(value, str) or not value:
         raise InvalidEvent("type must be a non-empty string", field="type")
     if _CONTROL.search(value):
         raise InvalidEvent("type must not contain control characters (CR, LF, NUL...)", field="type")
-    if not _TYPE.match(value):
+    if not _TYPE.fullmatch(value):
         raise InvalidEvent("type must be 1-64 characters of letters, digits and : . _ / -", field="type")
     return value
 
@@ -232,8 +235,8 @@ def validate_notification(item: Any, limits: Limits, timestamp: str, where: str 
     """
     if not isinstance(item, dict):
         raise InvalidEvent(f"{where}each notification must be a JSON object", field="body")
-    unknown = sorted(set(item) - _ALLOWED_FIELDS)
-    if unknown:
+    if not _ALLOWED_FIELDS.issuperset(item):
+        unknown = sorted(set(item) - _ALLOWED_FIELDS)
         raise InvalidEvent(f"{where}unknown field: {', '.join(unknown)}", field=unknown[0])
     targets = _targets(item, limits, where)
     type_ = _validate_type(item.get("type"))
