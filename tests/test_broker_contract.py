@@ -12,8 +12,11 @@ import pytest
 from notifier.broker.memory import MemoryBroker
 from notifier.broker.redis import RedisBroker
 from notifier.channels import ChannelNames
-from notifier.events import BROADCAST, Limits, Target, parse_event_id, validate_notification
+from notifier.events import BROADCAST, Limits, Target, format_event_id, parse_event_id, validate_notification
 from notifier.hub import Hub, Subscription
+
+from .support.processes import RedisServer
+from .support.redis_proxy import RedisProxy
 
 TS = "2026-01-01T00:00:00.000Z"
 
@@ -145,3 +148,50 @@ def test_detach_releases_channels(setup, request) -> None:
         client = request.getfixturevalue("redis_server").client()
         pump_until(lambda: dict(client.pubsub_numsub(channel))[channel.encode()] == 0)
         assert dict(client.pubsub_numsub(names.broadcast))[names.broadcast.encode()] == 1, "broadcast always stays"
+
+
+def test_a_message_cut_across_reads_is_waited_for_not_taken_for_a_dead_connection(prefix) -> None:
+    """Under load a pub/sub message often ends past the bytes already read.
+    The subscriber must wait for the rest, not drop the connection (a
+    reconnect, a catch-up burst and, for streams already behind, evictions:
+    seen in the fan-out benchmark)."""
+    server = RedisServer().start()
+    proxy = RedisProxy(server.port)
+    hub, names = Hub(), ChannelNames(prefix)
+    broker = RedisBroker(hub, names, proxy.url, socket_timeout=2, probe_interval=0.5, probe_timeout=1)
+    try:
+        broker.start()
+        pump_until(lambda: broker.ready()[0])
+        alice = attach(broker, names, "alice")
+        assert proxy.split_pubsub(0.1) == 1
+        published = [broker.publish(note(Target("user", "alice"), f"m{i}"))[0].id for i in range(10)]
+        got: list = []
+        pump_until(lambda: got.extend(alice.take()) or len(got) >= 10, timeout=15)
+        assert [format_event_id(d.id) for d in got] == published, "each once, in order"
+        assert broker.reconnects == 0, "the subscriber never gave up on a healthy connection"
+    finally:
+        broker.stop()
+        proxy.close()
+        server.stop()
+
+
+def test_a_worker_that_started_on_an_empty_history_catches_up_after_a_reconnect(redis_server, prefix) -> None:
+    """Events this worker never heard (a silent pub/sub death) come from
+    history after the reconnect, even when its first session began on an
+    empty history (a new deployment) and it has received nothing since."""
+    proxy = RedisProxy(redis_server.port)
+    hub, names = Hub(), ChannelNames(prefix)  # a fresh prefix: an empty history
+    broker = RedisBroker(hub, names, proxy.url, socket_timeout=2, probe_interval=0.3, probe_timeout=0.5)
+    try:
+        broker.start()
+        pump_until(lambda: broker.ready()[0])
+        alice = attach(broker, names, "alice")
+        assert proxy.silence_pubsub() == 1
+        published = [broker.publish(note(Target("user", "alice"), f"m{i}"))[0].id for i in range(3)]
+        got: list = []
+        pump_until(lambda: got.extend(alice.take()) or len(got) >= 3, timeout=10)
+        assert [format_event_id(d.id) for d in got] == published
+        assert broker.reconnects >= 1, "the probe noticed the silence and the subscriber reconnected"
+    finally:
+        broker.stop()
+        proxy.close()

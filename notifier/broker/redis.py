@@ -105,6 +105,7 @@ class RedisBroker:
         self._ready = False
         self._why_not_ready = "starting"
         self._last_seen: EventId = ZERO_ID
+        self._had_session = False  # _last_seen is meaningful only after the first session
         self._on_event = on_event or (lambda kind, detail: None)
         self.reconnects = 0
         self.last_probe_ok = 0.0
@@ -235,7 +236,7 @@ class RedisBroker:
         while not self._requested <= self._confirmed:
             if time.monotonic() > deadline:
                 raise redis.TimeoutError("subscribe not confirmed")
-            message = pubsub.get_message(timeout=POLL_SECONDS)
+            message = _next_message(pubsub, POLL_SECONDS)
             if message is not None:
                 self._handle(message)
             gevent.sleep(0)
@@ -252,7 +253,7 @@ class RedisBroker:
             changed = self.hub.take_channel_changes()
             if changed:
                 self._sync_channels(pubsub, changed)
-            message = held if held is not None else pubsub.get_message(timeout=POLL_SECONDS)
+            message = held if held is not None else _next_message(pubsub, POLL_SECONDS)
             held = None
             now = time.monotonic()
             if message is not None:
@@ -270,7 +271,7 @@ class RedisBroker:
                     handled += 1
                     if handled >= DRAIN_MAX_MESSAGES or time.monotonic() >= drain_until:
                         break
-                    message = pubsub.get_message(timeout=0)
+                    message = _next_message(pubsub, 0)
                     if message is not None and self._narrow_backlog(message):
                         held = message
                         break
@@ -353,8 +354,13 @@ class RedisBroker:
         the chunks consistent with each other without one giant MULTI.
         """
         cutoff = self.store.last_id()
-        if self._last_seen == ZERO_ID:
-            self._last_seen = cutoff  # first session: nothing to catch up
+        if not self._had_session:
+            # First session: nothing to catch up. (Not "_last_seen is zero":
+            # on an empty history it stays zero, and a reconnect before this
+            # worker received anything would skip its catch-up and lose what
+            # was published meanwhile.)
+            self._had_session = True
+            self._last_seen = max(self._last_seen, cutoff)
             return
         if cutoff <= self._last_seen:
             return
@@ -394,4 +400,21 @@ class RedisBroker:
                     len(lagged), ended)
 
 
+def _next_message(pubsub: redis.client.PubSub, timeout: float) -> dict[str, Any] | None:
+    """The next pub/sub message, waiting up to ``timeout`` for one to start.
 
+    Not ``pubsub.get_message(timeout)``: that gives the whole message only
+    ``timeout`` to arrive, and under load messages routinely straddle reads
+    (with timeout 0 it fails at once). It then raises TimeoutError, and
+    redis-py 8 has already reconnected the connection behind our back, before
+    raising (its retry calls the failure handler first, even with no retries
+    allowed), losing whatever was in flight. Here the wait for the first byte
+    is ``timeout``; the rest of a begun message gets the socket timeout; and
+    any error ends the session, so the broker reconnects and catches up from
+    history.
+    """
+    connection = pubsub.connection
+    if connection is None or not connection.can_read(timeout=timeout):
+        return None
+    message: dict[str, Any] | None = pubsub.handle_message(connection.read_response(push_request=True))
+    return message
