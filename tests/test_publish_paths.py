@@ -43,9 +43,9 @@ def warm(client, token: str) -> None:
     assert response.status_code == 415
 
 
-def answer(response) -> tuple[int, dict[str, str], bytes]:
+def answer(response) -> tuple[str, dict[str, str], bytes]:
     headers = {name.lower(): value for name, value in response.headers.items() if name.lower() not in VOLATILE}
-    return response.status_code, headers, response.get_data()
+    return response.status, headers, response.get_data()
 
 
 BAD_REQUESTS = [

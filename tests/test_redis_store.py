@@ -152,3 +152,29 @@ def test_publishing_waits_for_a_free_connection_and_gives_up_in_time(redis_serve
         assert store.publish(note("alice"))
     finally:
         store.close()
+
+
+def test_threads_share_the_publishing_connections(redis_server, prefix: str) -> None:
+    """The Python publisher may be used from several threads at once: more
+    threads than connections, every publish stored once, ids all distinct."""
+    store = RedisStore(make_client(redis_server.url, socket_timeout=2, max_connections=2), ChannelNames(prefix))
+    ids: list[str] = []
+    errors: list[Exception] = []
+
+    def publish_some(n: int) -> None:
+        try:
+            for i in range(40):
+                ids.extend(p.id for p in store.publish(note(f"u{n}", f"m{i}")))
+        except Exception as exc:  # noqa: BLE001 - any failure in a thread is reported by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=publish_some, args=(n,)) for n in range(8)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert errors == [] and len(ids) == 320 and len(set(ids)) == 320
+        assert len(store._script._all) <= 2
+    finally:
+        store.close()

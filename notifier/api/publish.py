@@ -155,7 +155,7 @@ class LeanPublish:
             status, headers, reply = error_parts(500, INTERNAL_ERROR_BODY)
         headers.append(("Content-Length", str(len(reply))))
         headers.append(("X-Request-ID", request_id))
-        start_response(f"{status} {HTTP_STATUS_CODES.get(status, 'Unknown')}", headers)
+        start_response(f"{status} {HTTP_STATUS_CODES.get(status, 'Unknown').upper()}", headers)  # as Werkzeug writes it
         log_request(request_id, "POST", PUBLISH_PATH, status, started, environ.get("REMOTE_ADDR"))
         return [reply]
 
@@ -163,6 +163,6 @@ class LeanPublish:
 def _content_length(environ: dict[str, Any]) -> int | None:
     """A plain decimal Content-Length, else None (Flask handles the rest)."""
     value = environ.get("CONTENT_LENGTH")
-    if not value or not value.isdigit() or environ.get("HTTP_TRANSFER_ENCODING"):
+    if not value or not (value.isascii() and value.isdigit()) or environ.get("HTTP_TRANSFER_ENCODING"):
         return None
     return int(value)

@@ -105,7 +105,10 @@ class RedisBroker:
         self._ready = False
         self._why_not_ready = "starting"
         self._last_seen: EventId = ZERO_ID
-        self._had_session = False  # _last_seen is meaningful only after the first session
+        # Whether _last_seen holds a baseline yet. (Not "_last_seen is zero": on
+        # an empty history it stays zero, and a reconnect before this worker
+        # received anything would skip its catch-up.)
+        self._had_session = False
         self._on_event = on_event or (lambda kind, detail: None)
         self.reconnects = 0
         self.last_probe_ok = 0.0
@@ -228,6 +231,12 @@ class RedisBroker:
         self._requested.clear()
         self._confirmed.clear()
         self._outstanding.clear()
+        if not self._had_session:
+            # Where this worker's live delivery starts, taken before its first
+            # SUBSCRIBE: streams attach during this session, so if it fails
+            # before its catch-up, the next one catches up from here.
+            self._last_seen = max(self._last_seen, self.store.last_id())
+            self._had_session = True
         self.hub.take_channel_changes()  # all channels are compared now
         self._sync_channels(pubsub, self._wanted())
         # Wait for every SUBSCRIBE to be confirmed before reading history, so
@@ -354,14 +363,6 @@ class RedisBroker:
         the chunks consistent with each other without one giant MULTI.
         """
         cutoff = self.store.last_id()
-        if not self._had_session:
-            # First session: nothing to catch up. (Not "_last_seen is zero":
-            # on an empty history it stays zero, and a reconnect before this
-            # worker received anything would skip its catch-up and lose what
-            # was published meanwhile.)
-            self._had_session = True
-            self._last_seen = max(self._last_seen, cutoff)
-            return
         if cutoff <= self._last_seen:
             return
         channels = sorted(self.hub.channels())

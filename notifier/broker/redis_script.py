@@ -70,8 +70,11 @@ class ScriptRunner:
             return connection.read_response()
 
     def _checkout(self) -> Any:
-        if self._idle:
-            connection = self._idle.pop()
+        try:
+            connection = self._idle.pop()  # one step: another thread may take the last one (the Python publisher)
+        except IndexError:
+            pass
+        else:
             if not _clean(connection):
                 connection.disconnect()  # closed by Redis (restart, timeout) or holding stray bytes: send reconnects
             return connection
@@ -104,11 +107,11 @@ def _clean(connection: Any) -> bool:
     sock = getattr(connection, "_sock", None)
     if sock is None:
         return True  # not connected yet: send connects
-    raw = getattr(sock, "_sock", sock)  # the OS socket under gevent's wrapper
-    if isinstance(raw, ssl.SSLSocket):
-        # TLS may hold records (session tickets) that are not Redis bytes: ask redis-py.
+    if isinstance(connection, redis.SSLConnection) or isinstance(sock, ssl.SSLSocket):
+        # TLS may hold records (session tickets) that are not Redis bytes, and
+        # under gevent the socket inside the TLS wrapper is plain TCP: ask redis-py.
         try:
             return not connection.can_read()
         except (redis.ConnectionError, OSError):
             return False
-    return peek(raw) is None
+    return peek(getattr(sock, "_sock", sock)) is None  # the OS socket under gevent's wrapper
