@@ -166,8 +166,14 @@ def test_counters_sum_across_workers_and_a_killed_workers_gauges_go(stack) -> No
     # Both workers must hold some of the streams (more than their own 2
     # channels each). Which worker accepts a connection is the kernel's
     # choice, so open streams until both have some (bounded).
+    wait_until(lambda: len(pubsub_channel_counts(redis_server)) == 2, 15, message="both workers' subscribers")
+
+    def both_hold_streams() -> bool:
+        counts = pubsub_channel_counts(redis_server)
+        return len(counts) == 2 and all(count > 2 for count in counts)
+
     connections = [connect(server, f"sum{i}") for i in range(12)]
-    while not all(count > 2 for count in pubsub_channel_counts(redis_server)) and len(connections) < 100:
+    while not both_hold_streams() and len(connections) < 100:
         connections.append(connect(server, f"sum{len(connections)}"))
     total = len(connections)
     try:
