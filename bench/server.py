@@ -2,8 +2,8 @@
 loopback port, started and stopped by PID (never by name). Also what /proc
 says about them: CPU time and resident memory.
 
-The approach is the one of tests/support/processes.py, copied so that the
-benchmark does not depend on the test package.
+The tests use the same process helpers (tests/support/processes.py imports
+them from here); the benchmark never imports the test package.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def wait_until(predicate: Any, timeout: float, what: str, interval: float = 0.05
         except Exception as exc:  # noqa: BLE001 - keep polling, report the last one
             last = exc
         time.sleep(interval)
-    raise RuntimeError(f"timed out after {timeout}s waiting for {what}" + (f" ({last!r})" if last else ""))
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what}" + (f" (last error: {last!r})" if last else ""))
 
 
 def children_of(pid: int) -> list[int]:

@@ -9,60 +9,30 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import redis
 
+# The process helpers the benchmark needs too live in bench/server.py (which
+# imports nothing from the tests); re-exported here for the tests.
+from bench.server import children_of, free_port, rss_kib
+from bench.server import wait_until as _wait_until
+
+__all__ = ["ROOT", "Gunicorn", "RedisServer", "children_of", "free_port", "rss_kib", "wait_until"]
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def wait_until(predicate: Any, timeout: float, interval: float = 0.05, message: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    last_error: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = predicate()
-            if value:
-                return value
-        except Exception as exc:  # noqa: BLE001 - keep polling, report the last one
-            last_error = exc
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {message}" + (f" (last error: {last_error!r})" if last_error else ""))
-
-
-def children_of(pid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as handle:
-                fields = handle.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(entry))
-    return sorted(found)
-
-
-def rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as handle:
-        for line in handle:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
+    """bench.server.wait_until, failing the test (AssertionError) when time runs out."""
+    try:
+        return _wait_until(predicate, timeout, message, interval)
+    except TimeoutError as exc:
+        raise AssertionError(str(exc)) from None
 
 
 class RedisServer:
