@@ -104,12 +104,15 @@ def machine() -> dict[str, Any]:
 
 
 class RedisServer:
-    def __init__(self) -> None:
+    # No persistence: a throwaway server. (A subclass may keep an append-only file.)
+    PERSISTENCE: tuple[str, ...] = ("--save", "", "--appendonly", "no")
+
+    def __init__(self, port: int | None = None) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise SystemExit("redis-server is not on PATH (apt-get install -y redis-server), or give --url")
         self.binary = binary
-        self.port = free_port()
+        self.port = port or free_port()
         self.dir = tempfile.mkdtemp(prefix="notifier-bench-redis-")
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -118,7 +121,7 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> RedisServer:
-        args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+        args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", *self.PERSISTENCE,
                 "--dir", self.dir, "--logfile", os.path.join(self.dir, "redis.log")]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_until(self._ping, 10, f"redis-server on port {self.port}")

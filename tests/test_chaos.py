@@ -58,14 +58,7 @@ class PersistentRedis(RedisServer):
     manifest (k8s: ``appendfsync everysec``): Redis writes the AOF before it
     replies, so a crashed *process* loses nothing it acknowledged."""
 
-    def start(self) -> PersistentRedis:
-        args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes",
-                "--appendfsync", "everysec", "--dir", self.dir, "--logfile", os.path.join(self.dir, "redis.log")]
-        import subprocess
-
-        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_until(self.ping, 10, message=f"redis-server on port {self.port}")
-        return self
+    PERSISTENCE = ("--save", "", "--appendonly", "yes", "--appendfsync", "everysec")
 
 
 @contextmanager

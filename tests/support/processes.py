@@ -19,6 +19,7 @@ import redis
 
 # The process helpers the benchmark needs too live in bench/server.py (which
 # imports nothing from the tests); re-exported here for the tests.
+from bench.server import RedisServer as BenchRedisServer
 from bench.server import children_of, free_port, rss_kib
 from bench.server import wait_until as _wait_until
 
@@ -35,35 +36,13 @@ def wait_until(predicate: Any, timeout: float, interval: float = 0.05, message: 
         raise AssertionError(str(exc)) from None
 
 
-class RedisServer:
+class RedisServer(BenchRedisServer):
+    """bench.server.RedisServer plus the faults the tests inflict (kill, pause, restart)."""
+
     def __init__(self, port: int | None = None):
-        binary = shutil.which("redis-server")
-        if binary is None:
+        if shutil.which("redis-server") is None:
             raise RuntimeError("redis-server is not on PATH: install it (apt-get install -y redis-server); these tests never skip")
-        self.binary = binary
-        self.port = port or free_port()
-        self.dir = tempfile.mkdtemp(prefix="notifier-redis-")
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> RedisServer:
-        args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                "--dir", self.dir, "--logfile", os.path.join(self.dir, "redis.log")]
-        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_until(self.ping, 10, message=f"redis-server on port {self.port}")
-        return self
-
-    def ping(self) -> bool:
-        client = redis.Redis(port=self.port, socket_timeout=0.5, socket_connect_timeout=0.5)
-        try:
-            return bool(client.ping())
-        except redis.RedisError:
-            return False
-        finally:
-            client.close()
+        super().__init__(port)
 
     def client(self, **kwargs: Any) -> redis.Redis:
         return redis.Redis(port=self.port, socket_timeout=5, **kwargs)
