@@ -66,7 +66,7 @@ def configure_jwt(app: Flask, config: Config, *, override: bool = True) -> JWTMa
     return JWTManager(app)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Subscriber:
     user_id: str
     expires_at: float | None

@@ -10,8 +10,8 @@ Every stream has a heartbeat, a deadline and a ``finally``:
   unsubscribed and freed within one heartbeat;
 - the stream ends at its deadline (token expiry, or a jittered maximum age so
   reconnects spread out), on shutdown, or on eviction;
-- ``finally`` detaches from the broker however the generator ends (the
-  server calls ``close()`` when a write fails).
+- ``finally`` calls ``hooks.finish`` however the generator ends (the server
+  calls ``close()`` when a write fails), which detaches from the broker.
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ from __future__ import annotations
 import logging
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from .events import comment, retry
+from .events import Delivery, comment, retry
 from .hub import CloseReason, Subscription
 from .sockets import peek
 
@@ -61,7 +61,16 @@ def shutdown_socket(raw_socket: Any) -> None:
         pass
 
 
-@dataclass
+class StreamHooks(Protocol):
+    def on_write(self, items: list[Delivery]) -> None:
+        """Called after each write of queued events."""
+
+    def finish(self, reason: str, sent: int) -> None:
+        """Detach the subscription and record the end. Idempotent."""
+
+
+# Slotted: a stream's objects are walked by every full garbage collection.
+@dataclass(slots=True)
 class StreamPlan:
     subscription: Subscription
     heartbeat: float
@@ -72,8 +81,7 @@ class StreamPlan:
     raw_socket: Any = None
 
 
-def event_stream(plan: StreamPlan, detach: Callable[[Subscription], None],
-                 on_write: Callable[[list[Any]], None], on_close: Callable[[str, int], None]) -> Iterator[bytes]:
+def event_stream(plan: StreamPlan, hooks: StreamHooks) -> Iterator[bytes]:
     sub = plan.subscription
     reason = CloseReason.CLIENT_GONE
     sent = 0
@@ -102,7 +110,7 @@ def event_stream(plan: StreamPlan, detach: Callable[[Subscription], None],
             if items:
                 yield b"".join([item.frame for item in items])
                 sent += len(items)
-                on_write(items)
+                hooks.on_write(items)
                 next_heartbeat = time.monotonic() + plan.heartbeat
     except GeneratorExit:
         # An evicted stream's socket is shut down under a blocked write, which
@@ -114,5 +122,4 @@ def event_stream(plan: StreamPlan, detach: Callable[[Subscription], None],
         log.exception("stream failed")
         raise
     finally:
-        detach(sub)
-        on_close(reason, sent)
+        hooks.finish(reason, sent)

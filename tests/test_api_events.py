@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import time
 
@@ -274,3 +275,35 @@ def test_tokens_without_expiry_are_refused(client) -> None:
     publisher_forever = jwt.encode({"sub": "billing", "role": "publisher", "type": "access"}, tokens.SECRET,
                                    algorithm="HS256")
     assert_json_error(publish(client, {"broadcast": True, "message": "x"}, publisher_forever), 401)
+
+
+def _stream_objects(besides: list[object]) -> list[object]:
+    from notifier.api.events import StreamRecord
+    from notifier.hub import Subscription
+    from notifier.stream import StreamPlan
+
+    # ``besides`` holds (so no id is reused) what other tests left alive.
+    old = {id(o) for o in besides}
+    return [o for o in gc.get_objects() if isinstance(o, (StreamRecord, StreamPlan, Subscription)) and id(o) not in old]
+
+
+@pytest.mark.parametrize("read_first_chunk", [True, False])
+def test_a_finished_stream_is_freed_without_the_garbage_collector(client, read_first_chunk) -> None:
+    # Thousands of streams per worker: a stream that left a reference cycle
+    # behind would wait for a full collection (notifier/worker_gc.py).
+    gc.collect()
+    earlier = _stream_objects([])
+    gc.disable()
+    try:
+        response, chunks = open_stream(client, tokens.bearer(tokens.token("alice")))
+        if read_first_chunk:
+            next(chunks)
+            assert publish(client, {"user_id": "alice", "message": "hi"}).status_code == 202
+            [event] = events_in(next(chunks))
+            assert event.json()["message"] == "hi"
+        assert len(_stream_objects(earlier)) == 3  # this stream's record, plan and subscription, alive
+        response.close()
+        del response, chunks
+        assert _stream_objects(earlier) == [], "freed by reference counting alone"
+    finally:
+        gc.enable()

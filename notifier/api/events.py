@@ -87,49 +87,69 @@ def events() -> Response:
         raise
 
     plan = _plan(state, subscriber, subscription, opening)
-    subscription.on_evict = lambda: shutdown_socket(plan.raw_socket)
+    record = StreamRecord(state, subscription, plan.raw_socket, getattr(g, "notifier_request_id", None))
+    subscription.on_evict = record.evicted
     g.notifier_stream = True
-    started = time.monotonic()
-    request_id = getattr(g, "notifier_request_id", None)
     state.metrics.stream_connects.inc()
     state.metrics.streams_open.inc()
 
-    def on_write(items: list[Delivery]) -> None:
+    # No stream_with_context: the generator uses only what it was given, so
+    # it does not hold a request context for the life of the stream.
+    response = Response(event_stream(plan, record), status=200, headers=SSE_HEADERS)
+    response.direct_passthrough = True
+    # The generator's own ``finally`` releases everything once it has started;
+    # a body that is never iterated (a host app's after_request failing, a
+    # server dropping the response) must not leak the subscription and its
+    # Redis channels. ``finish`` is idempotent.
+    response.call_on_close(record.release)
+    return response
+
+
+class StreamRecord:
+    """What one open stream reports: its deliveries to the metrics, its end to
+    the broker (detach), the metrics and the access log.
+
+    One slotted object rather than a closure per callback: a full garbage
+    collection walks every object each of thousands of streams keeps, so
+    every object per stream is paid for in pause time (docs/deployment.md).
+    """
+
+    __slots__ = ("finished", "raw_socket", "request_id", "started", "state", "subscription")
+
+    def __init__(self, state: NotifierState, subscription: Subscription, raw_socket: Any, request_id: str | None):
+        self.state = state
+        self.subscription = subscription
+        self.raw_socket = raw_socket
+        self.request_id = request_id
+        self.started = time.monotonic()
+        self.finished = False
+
+    def evicted(self) -> None:
+        shutdown_socket(self.raw_socket)
+
+    def on_write(self, items: list[Delivery]) -> None:
         # Summed per turn of the event loop (metrics.DeliveryRecorder).
         now_ms = time.time() * 1000
-        state.metrics.deliveries.record([max(0.0, (now_ms - item.id[0]) / 1000) for item in items])
+        self.state.metrics.deliveries.record([max(0.0, (now_ms - item.id[0]) / 1000) for item in items])
 
-    finished = False
+    def release(self) -> None:
+        self.finish(CloseReason.CLIENT_GONE, 0)
 
-    def on_close(reason: str, sent: int) -> None:
-        nonlocal finished
-        if finished:
+    def finish(self, reason: str, sent: int) -> None:
+        if self.finished:
             return
-        finished = True
+        self.finished = True
+        subscription = self.subscription
+        subscription.on_evict = None  # the only reference cycle a stream has
+        state = self.state
+        state.broker.detach(subscription)
         state.metrics.streams_open.dec()
         state.metrics.stream_disconnects.labels(reason).inc()
         access_log.info("stream", extra={
-            "request_id": request_id, "method": "GET", "path": "/v1/events", "status": 200,
-            "user_id": subscriber.user_id, "reason": reason, "events_sent": sent,
-            "duration_ms": round((time.monotonic() - started) * 1000, 1),
+            "request_id": self.request_id, "method": "GET", "path": "/v1/events", "status": 200,
+            "user_id": subscription.user_id, "reason": reason, "events_sent": sent,
+            "duration_ms": round((time.monotonic() - self.started) * 1000, 1),
         })
-
-    # No stream_with_context: the generator uses only what it was given, so
-    # it does not hold a request context for the life of the stream.
-    body = event_stream(plan, state.broker.detach, on_write, on_close)
-    response = Response(body, status=200, headers=SSE_HEADERS)
-    response.direct_passthrough = True
-
-    def release_if_never_started() -> None:
-        # The generator's own ``finally`` releases everything once it has
-        # started; a body that is never iterated (a host app's after_request
-        # failing, a server dropping the response) must not leak the
-        # subscription and its Redis channels. Both steps are idempotent.
-        state.broker.detach(subscription)
-        on_close(CloseReason.CLIENT_GONE, 0)
-
-    response.call_on_close(release_if_never_started)
-    return response
 
 
 def _resume(state: NotifierState, subscription: Subscription, channels: list[str], resume_text: str | None) -> bytes:
