@@ -33,6 +33,8 @@ AUTH_ENDPOINTS = ("events", "notifications", "publish")
 RESET_REASONS = ("unknown_id", "too_old", "too_many", "history_lost")
 STREAM_REJECTION_STATUSES = ("400", "401", "403", "503")
 PUBLISH_ERROR_STATUSES = ("400", "401", "403", "413", "415", "422", "503")
+GC_GENERATIONS = ("0", "1", "2")
+GC_PAUSE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -69,6 +71,11 @@ class Metrics:
         self.publish_errors = Counter("notifier_publish_errors_total", "Failed publish requests, by HTTP status", ["status"], registry=r)
         self.draining = Gauge("notifier_draining", "1 while this worker drains for shutdown", registry=r,
                               multiprocess_mode="livemax")
+        self.gc_pause = Histogram(
+            "notifier_gc_pause_seconds", "Garbage collections in workers, by generation: each stops the whole worker",
+            ["generation"], buckets=GC_PAUSE_BUCKETS, registry=r)
+        for generation in GC_GENERATIONS:
+            self.gc_pause.labels(generation)
         for reason in DISCONNECT_REASONS:
             self.stream_disconnects.labels(reason)
         for kind in TARGET_KINDS:

@@ -30,7 +30,7 @@ pytestmark = pytest.mark.e2e
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 # Every label a notifier metric may carry: small fixed sets, never an id.
-ALLOWED_LABELS = {"reason", "target", "status", "endpoint", "le"}
+ALLOWED_LABELS = {"reason", "target", "status", "endpoint", "generation", "le"}
 REQUIRED = {
     "notifier_streams_open": "gauge",
     "notifier_stream_connects": "counter",
@@ -49,6 +49,7 @@ REQUIRED = {
     "notifier_auth_failures": "counter",
     "notifier_publish_errors": "counter",
     "notifier_draining": "gauge",
+    "notifier_gc_pause_seconds": "histogram",
 }
 
 
@@ -158,6 +159,19 @@ def test_names_types_and_labels_follow_prometheus_conventions(stack) -> None:
         assert ("notifier_stream_disconnects_total", frozenset({("reason", reason)})) in samples
     for kind in ("user", "topic", "broadcast"):
         assert ("notifier_events_published_total", frozenset({("target", kind)})) in samples
+
+
+def test_every_worker_times_its_garbage_collections(stack) -> None:
+    server, _ = stack
+    # Each worker's full collection at startup (worker_gc.tune_for_streams)
+    # is recorded within the recorder's one-second flush.
+    workers = len(server.worker_pids())
+    wait_until(lambda: value(scrape(server), "notifier_gc_pause_seconds_count", generation="2") >= workers, 10,
+               message="each worker's startup collection in notifier_gc_pause_seconds")
+    samples = scrape(server)
+    assert value(samples, "notifier_gc_pause_seconds_sum", generation="2") > 0
+    for generation in ("0", "1", "2"):
+        assert ("notifier_gc_pause_seconds_count", frozenset({("generation", generation)})) in samples
 
 
 def test_counters_sum_across_workers_and_a_killed_workers_gauges_go(stack) -> None:

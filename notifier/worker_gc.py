@@ -1,0 +1,99 @@
+"""Garbage collection in a worker that holds thousands of long-lived streams.
+
+CPython's full (oldest-generation) collection walks every tracked object. It
+runs once ten younger collections have passed since the last one and the
+objects promoted since then reach a quarter of those that survived it: after
+each quarter of growth while thousands of streams arrive, and once more
+after the ramp. At 5,000 streams a worker held some 300,000 objects and each
+such walk stopped the worker, every stream and publish in it, for up to
+250 ms (bench/README.md). So, once per worker, after the app is loaded and
+before the first request:
+
+- collect, then freeze what is left (modules, classes, functions, the app):
+  it lives as long as the process, and no collection needs to walk it again.
+  Frozen objects are still freed by reference counting; only cycles among
+  them would wait for ``gc.unfreeze()``, and startup objects do not die
+  before the process does.
+- ask for a full collection after 100 younger ones instead of 10. The
+  quarter rule still decides; this only spaces the walks out, about ten
+  times fewer while streams arrive. What it costs is that a reference cycle
+  that lived long enough to be promoted waits longer to be freed, and a
+  stream leaves none (notifier/api/events.py keeps a stream's objects few,
+  slotted and free of cycles).
+
+``notifier_gc_pause_seconds`` shows what is left.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import time
+from typing import Any
+
+import gevent
+
+log = logging.getLogger("notifier.gc")
+
+FULL_COLLECTION_EVERY = 100  # younger (generation 1) collections; CPython's default is 10
+
+
+def tune_for_streams() -> int:
+    """Collect, freeze every object tracked now, and space full collections
+    out. Returns how many objects were frozen."""
+    young, middle, _ = gc.get_threshold()
+    gc.set_threshold(young, middle, FULL_COLLECTION_EVERY)
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
+
+
+class PauseRecorder:
+    """Times every collection of this process (``gc.callbacks``) for
+    ``notifier_gc_pause_seconds``.
+
+    A callback runs inside whatever allocation set the collection off, which
+    may be inside prometheus_client's lock (a gevent lock here, not
+    reentrant), so it only appends to a list; a greenlet writes the list to
+    the histogram every ``interval`` seconds.
+    """
+
+    MAX_PENDING = 10_000  # a collection is at most a few per second; never grow without bound
+
+    def __init__(self, histogram: Any, interval: float = 1.0):
+        self.histogram = histogram
+        self.interval = interval
+        self._started = 0.0
+        self._pending: list[tuple[int, float]] = []
+        self._greenlet: gevent.Greenlet | None = None
+
+    def on_collection(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        elif len(self._pending) < self.MAX_PENDING:
+            self._pending.append((info["generation"], time.perf_counter() - self._started))
+
+    def flush(self) -> None:
+        pending, self._pending = self._pending, []
+        for generation, seconds in pending:
+            self.histogram.labels(str(generation)).observe(seconds)
+
+    def start(self) -> None:
+        if self._greenlet is None:
+            gc.callbacks.append(self.on_collection)
+            self._greenlet = gevent.spawn(self._run)
+
+    def stop(self) -> None:
+        if self._greenlet is not None:
+            gc.callbacks.remove(self.on_collection)
+            self._greenlet.kill(block=False)
+            self._greenlet = None
+        self.flush()
+
+    def _run(self) -> None:
+        while True:
+            gevent.sleep(self.interval)
+            try:
+                self.flush()
+            except Exception:  # a metric must never take the worker down
+                log.exception("could not record garbage collection pauses")
