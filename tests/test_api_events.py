@@ -245,10 +245,21 @@ def test_head_does_not_subscribe_or_leak(client, app) -> None:
     assert client.head("/v1/events").status_code == 401
 
 
-def test_a_body_never_iterated_releases_its_subscription(client, app) -> None:
+def test_a_body_closed_after_its_first_chunk_releases_its_subscription(client, app) -> None:
     response, _chunks = open_stream(client, tokens.bearer(tokens.token("alice")))
     assert len(app.extensions["notifier"].hub) == 1
-    response.close()  # closed before the first chunk was ever read
+    response.close()  # Werkzeug's client has read the first chunk, the test nothing
+    assert len(app.extensions["notifier"].hub) == 0
+
+
+def test_a_body_the_server_drops_unread_releases_its_subscription(app) -> None:
+    from werkzeug.test import EnvironBuilder
+
+    environ = EnvironBuilder(path="/v1/events", headers=tokens.bearer(tokens.token("alice"))).get_environ()
+    statuses: list[str] = []
+    body = app.wsgi_app(environ, lambda status, headers, exc_info=None: statuses.append(status))
+    assert statuses == ["200 OK"] and len(app.extensions["notifier"].hub) == 1
+    del body  # never iterated, never closed: the generator's finally never runs
     assert len(app.extensions["notifier"].hub) == 0
 
 
@@ -288,9 +299,16 @@ def _stream_objects(besides: list[object]) -> list[object]:
 
 
 @pytest.mark.parametrize("read_first_chunk", [True, False])
-def test_a_finished_stream_is_freed_without_the_garbage_collector(client, read_first_chunk) -> None:
+def test_a_finished_stream_is_freed_without_the_garbage_collector(client, app, read_first_chunk) -> None:
     # Thousands of streams per worker: a stream that left a reference cycle
     # behind would wait for a full collection (notifier/worker_gc.py).
+    registry = app.extensions["notifier"].metrics.registry
+
+    def counts() -> tuple[float, float]:
+        return (registry.get_sample_value("notifier_streams_open") or 0.0,
+                registry.get_sample_value("notifier_stream_disconnects_total", {"reason": "client_gone"}) or 0.0)
+
+    open_before, gone_before = counts()
     gc.collect()
     earlier = _stream_objects([])
     gc.disable()
@@ -307,3 +325,39 @@ def test_a_finished_stream_is_freed_without_the_garbage_collector(client, read_f
         assert _stream_objects(earlier) == [], "freed by reference counting alone"
     finally:
         gc.enable()
+    # Ended by the generator's close and then by the response's close hook:
+    # counted once.
+    assert counts() == (open_before, gone_before + 1)
+
+
+def test_a_stream_response_the_host_app_drops_releases_its_subscription() -> None:
+    """A host app's after_request that fails replaces the stream's response
+    with a 500: the body is never iterated, and its subscription (and Redis
+    channels) must not stay behind."""
+    from flask import Flask
+
+    from notifier import Notifier
+
+    host = Flask("host")
+
+    @host.after_request
+    def broken(response):  # type: ignore[no-untyped-def]
+        raise RuntimeError("host hook failed")
+
+    # Flask logs the failure with its traceback; pytest keeping that record
+    # would keep the dropped response alive.
+    host.logger.disabled = True
+    Notifier(host, make_config())
+    state = host.extensions["notifier"]
+    registry = state.metrics.registry
+    open_before = registry.get_sample_value("notifier_streams_open") or 0.0
+    try:
+        response = host.test_client().get("/v1/events", headers=tokens.bearer(tokens.token("alice")))
+        assert response.status_code == 500
+        # Flask's exception handling keeps the dropped response in a reference
+        # cycle (exception, traceback, frame): it goes at the next collection.
+        gc.collect()
+        assert len(state.hub) == 0 and state.hub.channels() == []
+        assert (registry.get_sample_value("notifier_streams_open") or 0.0) == open_before
+    finally:
+        state.broker.stop()

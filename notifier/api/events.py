@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import random
 import time
+import weakref
 from typing import Any
 
 from flask import Blueprint, Response, g, request
@@ -95,13 +96,18 @@ def events() -> Response:
 
     # No stream_with_context: the generator uses only what it was given, so
     # it does not hold a request context for the life of the stream.
-    response = Response(event_stream(plan, record), status=200, headers=SSE_HEADERS)
+    body = event_stream(plan, record)
+    # The generator's own ``finally`` releases everything once it has started.
+    # A body that is never iterated (a host app's after_request failing and
+    # Flask answering 500 instead, a server dropping the response) never runs
+    # it, and must not leave the subscription and its Redis channels behind:
+    # release when the generator goes (after a failure, at the collection
+    # that frees the exception's reference cycle). (Not ``response.call_on_close``: with
+    # direct_passthrough Werkzeug hands the server the generator itself, so
+    # nothing ever calls the response's close.) ``finish`` is idempotent.
+    weakref.finalize(body, record.release)
+    response = Response(body, status=200, headers=SSE_HEADERS)
     response.direct_passthrough = True
-    # The generator's own ``finally`` releases everything once it has started;
-    # a body that is never iterated (a host app's after_request failing, a
-    # server dropping the response) must not leak the subscription and its
-    # Redis channels. ``finish`` is idempotent.
-    response.call_on_close(record.release)
     return response
 
 
@@ -142,14 +148,17 @@ class StreamRecord:
         subscription = self.subscription
         subscription.on_evict = None  # the only reference cycle a stream has
         state = self.state
-        state.broker.detach(subscription)
-        state.metrics.streams_open.dec()
-        state.metrics.stream_disconnects.labels(reason).inc()
-        access_log.info("stream", extra={
-            "request_id": self.request_id, "method": "GET", "path": "/v1/events", "status": 200,
-            "user_id": subscription.user_id, "reason": reason, "events_sent": sent,
-            "duration_ms": round((time.monotonic() - self.started) * 1000, 1),
-        })
+        try:
+            state.broker.detach(subscription)
+        finally:
+            # Counted and logged once, even if detaching failed.
+            state.metrics.streams_open.dec()
+            state.metrics.stream_disconnects.labels(reason).inc()
+            access_log.info("stream", extra={
+                "request_id": self.request_id, "method": "GET", "path": "/v1/events", "status": 200,
+                "user_id": subscription.user_id, "reason": reason, "events_sent": sent,
+                "duration_ms": round((time.monotonic() - self.started) * 1000, 1),
+            })
 
 
 def _resume(state: NotifierState, subscription: Subscription, channels: list[str], resume_text: str | None) -> bytes:
