@@ -108,13 +108,13 @@ def post_worker_init(worker):
     from notifier.worker_gc import PauseRecorder, tune_for_streams
 
     install()
-    state = worker.wsgi.extensions.get("notifier") if hasattr(worker.wsgi, "extensions") else None
-    if state is not None:
-        PauseRecorder(state.metrics.gc_pause).start()
     # Shorter and fewer full garbage collections (notifier/worker_gc.py).
     worker.log.debug("froze %d startup objects", tune_for_streams())
+    state = worker.wsgi.extensions.get("notifier") if hasattr(worker.wsgi, "extensions") else None
     if state is None:
         return
+    # Started after the startup collection: that one stops nobody.
+    PauseRecorder(state.metrics.gc_pause).start()
 
     def watch():
         while worker.alive:
