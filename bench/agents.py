@@ -280,15 +280,20 @@ class StreamAgent(Agent):
                 "receivers": {k.decode(): v for k, v in receivers.items()} if by_user else None,
                 "duplicates": duplicates, "out_of_order": out_of_order}
 
-    async def cmd_close(self) -> dict[str, Any]:
+    async def cmd_close(self, users: list[str] | None = None) -> dict[str, Any]:
+        """Close every stream, or only those of ``users`` (the others keep running)."""
         self.closing = True
+        chosen = set(users) if users is not None else None
+        kept = []
         for stream in self.streams:
-            if stream.transport is not None and not stream.closed:
+            if chosen is not None and stream.user not in chosen:
+                kept.append(stream)
+            elif stream.transport is not None and not stream.closed:
                 stream.transport.abort()
-        self.streams = []
+        self.streams = kept
         await asyncio.sleep(0.05)
         self.closing = False
-        return {}
+        return {"closed_by_server": sum(1 for s in kept if s.closed)}
 
 
 # --------------------------------------------------------------------------

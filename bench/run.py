@@ -17,15 +17,18 @@ import os
 import secrets
 import sys
 import time
+import urllib.request
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from .agents import agent_main, event_loop_name, raise_nofile
 from .server import ROOT, Gunicorn, Probe, RedisServer, machine
 
-SCENARIOS = ("connect", "broadcast", "unicast", "batch", "publish", "fanout")
+SCENARIOS = ("connect", "broadcast", "unicast", "batch", "publish", "fanout", "churn")
 RESULTS = ROOT / "bench" / "results"
 
 
@@ -409,6 +412,76 @@ class Bench:
                                 "max_ms": ms(http[-1] if http else None)}}
         return self.measure("publish" if n == 0 else "publish_with_subscribers", body)
 
+    def gc_pauses(self) -> dict[str, float] | None:
+        """The servers' full (generation 2) collections so far, from
+        ``notifier_gc_pause_seconds`` (None when the server has no such metric)."""
+        try:
+            with urllib.request.urlopen(f"{self.url}/metrics", timeout=10) as reply:
+                text = reply.read().decode()
+        except OSError:
+            return None
+        found: dict[str, float] = {}
+        for family in text_string_to_metric_families(text):
+            if family.name != "notifier_gc_pause_seconds":
+                continue
+            for sample in family.samples:
+                if sample.labels.get("generation") != "2":
+                    continue
+                if sample.name.endswith("_count"):
+                    found["count"] = sample.value
+                elif sample.name.endswith("_sum"):
+                    found["sum_s"] = sample.value
+                elif sample.name.endswith("_bucket") and sample.labels.get("le") == "0.1":
+                    found["at_most_100ms"] = sample.value
+        return found or None
+
+    def churn(self, stable: int, per_round: int, rounds: int) -> dict[str, Any]:
+        """``stable`` streams held open while ``per_round`` others (new users
+        each round) connect and disconnect, ``rounds`` times: connects/s, that
+        no stable stream is hurt, server RSS as it goes, and the servers' full
+        garbage collections (count, mean and how many over 100 ms)."""
+        ramp = self.ensure_streams(stable)
+
+        def body() -> dict[str, Any]:
+            procs = len(self.streams)
+            concurrency = max(1, self.args.connect_concurrency // procs)
+            gc_before = self.gc_pauses()
+            rss: list[int] = [self.probe.rss_kib()]
+            opened = 0
+            errors: dict[str, int] = {}
+            started = time.monotonic()
+            for round_ in range(rounds):
+                users = [f"bench-{self.run_id}-churn{round_}-u{i}" for i in range(per_round)]
+                shares = [users[i::procs] for i in range(procs)]
+                replies = self.call_streams("open", self.args.connect_timeout + 30, per_agent=[
+                    {"users": share, "concurrency": concurrency, "timeout": self.args.connect_timeout}
+                    for share in shares])
+                for reply in replies:
+                    opened += reply["opened"]
+                    for key, count in reply["errors"].items():
+                        errors[key] = errors.get(key, 0) + count
+                self.call_streams("close", 60, per_agent=[{"users": share} for share in shares])
+                if (round_ + 1) % max(1, rounds // 4) == 0:
+                    rss.append(self.probe.rss_kib())
+            elapsed = time.monotonic() - started
+            progress = self.call_streams("progress", 30)
+            gc_after = self.gc_pauses()
+            collections: dict[str, Any] | None = None
+            if gc_before is not None and gc_after is not None:
+                count = gc_after.get("count", 0) - gc_before.get("count", 0)
+                total = gc_after.get("sum_s", 0) - gc_before.get("sum_s", 0)
+                collections = {"count": int(count), "mean_ms": round(total / count * 1000, 1) if count else None,
+                               "over_100ms": int(count - (gc_after.get("at_most_100ms", 0)
+                                                          - gc_before.get("at_most_100ms", 0)))}
+            return {"params": {"stable": stable, "per_round": per_round, "rounds": rounds},
+                    "ramp": ramp, "opened": opened, "errors": errors, "elapsed_s": round(elapsed, 2),
+                    "connects_per_s": round(opened / elapsed) if elapsed > 0 else None,
+                    "stable_alive": sum(p["alive"] for p in progress),
+                    "stable_all_alive": sum(p["alive"] for p in progress) == stable,
+                    "stable_errors": {k: v for p in progress for k, v in p["errors"].items()},
+                    "rss_kib": rss, "full_collections": collections}
+        return self.measure("churn", body)
+
     def run(self) -> None:
         a = self.args
         wanted = [s for s in SCENARIOS if s in (a.scenarios or SCENARIOS)]
@@ -428,6 +501,8 @@ class Bench:
             self.publish_rate(a.unicast_streams or a.streams, a.duration, a.publish_connections)
         if "fanout" in wanted:
             self.broadcast("fanout", a.fanout_streams, a.fanout_events, None, a.fanout_connections)
+        if "churn" in wanted:
+            self.churn(a.churn_stable, a.churn_streams, a.churn_rounds)
         if "publish" in wanted:
             self.close_streams()
             self.publish_rate(0, a.duration, a.publish_connections)
@@ -453,6 +528,8 @@ TARGETS: dict[str, list[tuple[str, str, Callable[[Any], bool]]]] = {
                 ("lost", "0", lambda v: v == 0)],
     "unicast_batch": [("kept_up_with_per_s", ">= 20,000/s", lambda v: v is not None and v >= 20000),
                       ("lost", "0", lambda v: v == 0)],
+    # No target in the issue: that churn hurts no stable stream is a correctness check.
+    "churn": [("stable_all_alive", "true", lambda v: v is True)],
 }
 
 
@@ -512,6 +589,8 @@ def summary(results: list[dict[str, Any]]) -> str:
                  "broadcast": [("latency.p99_ms", "", None), ("deliveries_per_s", "", None)],
                  "fanout": [("latency.p99_ms", "", None)],
                  "unicast": [("deliveries_per_s", "", None)],
+                 "churn": [("connects_per_s", "", None), ("full_collections.count", "", None),
+                           ("full_collections.mean_ms", "", None), ("full_collections.over_100ms", "", None)],
                  "unicast_batch": [("deliveries_per_s", "", None), ("latency.p99_ms", "", None)]}
         for path, text, check in [*rows, *extra.get(name, [])]:
             value = lookup(result, path)
@@ -536,6 +615,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-rate", type=float, default=20000, help="batch-publish deliveries per second (default 20000)")
     p.add_argument("--batch", type=int, default=100, help="notifications per batch request (default 100)")
     p.add_argument("-t", "--duration", type=float, default=10.0, help="seconds for unicast/batch/publish (default 10)")
+    p.add_argument("--churn-stable", type=int, default=4000, help="streams held open during churn (default 4000)")
+    p.add_argument("--churn-streams", type=int, default=2000, help="streams opened and closed per churn round")
+    p.add_argument("--churn-rounds", type=int, default=20, help="churn rounds (default 20)")
     p.add_argument("--publish-connections", type=int, default=64, help="publisher keep-alive connections (default 64)")
     p.add_argument("--hold", type=float, default=20.0, help="seconds to hold idle streams in connect (default 20)")
     p.add_argument("--connect-concurrency", type=int, default=1000, help="handshakes in flight, all clients (default 1000)")
