@@ -4,10 +4,15 @@ Every stream has a heartbeat, a deadline and a ``finally``:
 
 - the first chunk (``retry:`` and a comment) goes out at once, so proxies and
   the browser see the stream open before the first event;
-- a heartbeat comment after every ``heartbeat`` seconds of silence; before
-  it, a non-blocking peek at the socket notices a client that has gone (a
-  write alone would only fail on the *next* write), so a closed client is
-  unsubscribed and freed within one heartbeat;
+- a client that closes its connection is noticed at once: while the
+  stream waits, the event loop watches its socket, which turns readable
+  when the peer closes (an SSE client sends nothing after its request), and
+  a non-blocking peek tells EOF from data. Unsubscribed and freed at once
+  rather than at the next write: under churn, streams of gone clients were
+  most of a worker's memory (bench/README.md);
+- a heartbeat comment after every ``heartbeat`` seconds of silence, with the
+  same peek before it, for a client that sent something after all (its
+  watch is then off);
 - the stream ends at its deadline (token expiry, or a jittered maximum age so
   reconnects spread out), on shutdown, or on eviction;
 - ``finally`` calls ``hooks.finish`` however the generator ends (the server
@@ -22,6 +27,9 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+import gevent
+from gevent.event import Event
 
 from .events import Delivery, comment, retry
 from .hub import CloseReason, Subscription
@@ -81,12 +89,52 @@ class StreamPlan:
     raw_socket: Any = None
 
 
+class PeerWatch:
+    """Wakes a waiting stream when its client's socket turns readable.
+
+    A libev watcher of our own on the socket's descriptor (gunicorn is not
+    reading it while the response runs). It fires once and stops: readable
+    with data rather than EOF (a client that sent something) would otherwise
+    fire on every turn of the loop; the heartbeat's peek covers that client.
+    """
+
+    __slots__ = ("fired", "io", "wakeup")
+
+    def __init__(self, raw_socket: Any, wakeup: Event):
+        self.fired = False
+        self.wakeup = wakeup
+        self.io = gevent.get_hub().loop.io(raw_socket.fileno(), 1)
+        self.io.start(self._readable)
+
+    def _readable(self) -> None:
+        self.io.stop()
+        self.fired = True
+        self.wakeup.set()
+
+    def close(self) -> None:
+        # Before the server closes the descriptor; stop() also drops the
+        # callback, so the watcher and this object do not keep each other.
+        self.io.stop()
+        self.io.close()
+
+
+def watch_peer(plan: StreamPlan) -> PeerWatch | None:
+    if plan.raw_socket is None:
+        return None
+    try:
+        return PeerWatch(plan.raw_socket, plan.subscription.wakeup)
+    except (OSError, ValueError):  # a closed descriptor: the heartbeat's peek will tell
+        return None
+
+
 def event_stream(plan: StreamPlan, hooks: StreamHooks) -> Iterator[bytes]:
     sub = plan.subscription
     reason = CloseReason.CLIENT_GONE
     sent = 0
+    watch: PeerWatch | None = None
     try:
         yield retry(plan.retry_ms) + comment("connected") + plan.opening
+        watch = watch_peer(plan)
         next_heartbeat = time.monotonic() + plan.heartbeat
         while True:
             if sub.closed is not None:
@@ -112,6 +160,11 @@ def event_stream(plan: StreamPlan, hooks: StreamHooks) -> Iterator[bytes]:
                 sent += len(items)
                 hooks.on_write(items)
                 next_heartbeat = time.monotonic() + plan.heartbeat
+            elif watch is not None and watch.fired:
+                watch.fired = False
+                if client_gone(plan.raw_socket):
+                    reason = CloseReason.CLIENT_GONE
+                    break
     except GeneratorExit:
         # An evicted stream's socket is shut down under a blocked write, which
         # ends here too: keep the reason the subscription was closed for.
@@ -122,4 +175,6 @@ def event_stream(plan: StreamPlan, hooks: StreamHooks) -> Iterator[bytes]:
         log.exception("stream failed")
         raise
     finally:
+        if watch is not None:
+            watch.close()
         hooks.finish(reason, sent)

@@ -140,3 +140,36 @@ def test_topic_subscription_and_publisher_receivers(stack) -> None:
     finally:
         alice.close()
         bob.close()
+
+
+def test_a_client_that_leaves_is_unsubscribed_at_once_not_at_the_next_heartbeat() -> None:
+    """With a 60 s heartbeat only the watch on each stream's socket can notice
+    a closed client: its Redis channel must go within a couple of seconds."""
+    redis_server = RedisServer().start()
+    server = Gunicorn({"NOTIFIER_REDIS_URL": redis_server.url, "NOTIFIER_JWT_SECRET": tokens.SECRET,
+                       "NOTIFIER_HEARTBEAT_SECONDS": "60"}, workers=2)
+    opened: list[SSEConnection] = []
+    try:
+        server.start()
+        users = [f"leaver{i}" for i in range(40)]
+        connections = [connect(server, user) for user in users]
+        stayer = connect(server, "stayer")
+        opened = [*connections, stayer]
+        channels = [f"notifier:user:{user}" for user in users]
+        client = redis_server.client()
+        assert all(n == 1 for _, n in client.pubsub_numsub(*channels))
+        for connection in connections:
+            connection.close()
+        started = time.monotonic()
+        wait_until(lambda: all(n == 0 for _, n in client.pubsub_numsub(*channels)), 10,
+                   message="NUMSUB of the leavers' channels to fall to 0")
+        assert time.monotonic() - started < 3
+        # The one who stayed is untouched and still gets its events.
+        publish(server, {"user_id": "stayer", "message": "still here"})
+        wait_until(lambda: [e.json()["message"] for e in stayer.events(0.1)] == ["still here"], 5,
+                   message="the stayer's event")
+    finally:
+        for connection in opened:
+            connection.close()
+        server.stop()
+        redis_server.stop()
