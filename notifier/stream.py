@@ -160,7 +160,9 @@ def event_stream(plan: StreamPlan, hooks: StreamHooks) -> Iterator[bytes]:
                 sent += len(items)
                 hooks.on_write(items)
                 next_heartbeat = time.monotonic() + plan.heartbeat
-            elif watch is not None and watch.fired:
+            # Also after a write: the peer may have gone while it ran (a write
+            # to a closed peer still succeeds once), with more already queued.
+            if watch is not None and watch.fired:
                 watch.fired = False
                 if client_gone(plan.raw_socket):
                     reason = CloseReason.CLIENT_GONE
@@ -175,6 +177,8 @@ def event_stream(plan: StreamPlan, hooks: StreamHooks) -> Iterator[bytes]:
         log.exception("stream failed")
         raise
     finally:
-        if watch is not None:
-            watch.close()
-        hooks.finish(reason, sent)
+        try:
+            if watch is not None:
+                watch.close()
+        finally:
+            hooks.finish(reason, sent)
