@@ -3,6 +3,7 @@ notifications for page load)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import time
@@ -88,8 +89,10 @@ def events() -> Response:
         raise
 
     plan = _plan(state, subscriber, subscription, opening)
-    record = StreamRecord(state, subscription, plan.raw_socket, getattr(g, "notifier_request_id", None))
-    subscription.on_evict = record.evicted
+    record = StreamRecord(state, subscription, getattr(g, "notifier_request_id", None))
+    # Not a method of the record: the subscription would hold the record that
+    # holds it (a cycle, for the garbage collector to find).
+    subscription.on_evict = functools.partial(shutdown_socket, plan.raw_socket)
     g.notifier_stream = True
     state.metrics.stream_connects.inc()
     state.metrics.streams_open.inc()
@@ -105,7 +108,7 @@ def events() -> Response:
     # that frees the exception's reference cycle). (Not ``response.call_on_close``: with
     # direct_passthrough Werkzeug hands the server the generator itself, so
     # nothing ever calls the response's close.) ``finish`` is idempotent.
-    weakref.finalize(body, record.release)
+    weakref.finalize(body, record.finish, CloseReason.CLIENT_GONE, 0)
     response = Response(body, status=200, headers=SSE_HEADERS)
     response.direct_passthrough = True
     return response
@@ -120,33 +123,25 @@ class StreamRecord:
     every object per stream is paid for in pause time (docs/deployment.md).
     """
 
-    __slots__ = ("finished", "raw_socket", "request_id", "started", "state", "subscription")
+    __slots__ = ("finished", "request_id", "started", "state", "subscription")
 
-    def __init__(self, state: NotifierState, subscription: Subscription, raw_socket: Any, request_id: str | None):
+    def __init__(self, state: NotifierState, subscription: Subscription, request_id: str | None):
         self.state = state
         self.subscription = subscription
-        self.raw_socket = raw_socket
         self.request_id = request_id
         self.started = time.monotonic()
         self.finished = False
-
-    def evicted(self) -> None:
-        shutdown_socket(self.raw_socket)
 
     def on_write(self, items: list[Delivery]) -> None:
         # Summed per turn of the event loop (metrics.DeliveryRecorder).
         now_ms = time.time() * 1000
         self.state.metrics.deliveries.record([max(0.0, (now_ms - item.id[0]) / 1000) for item in items])
 
-    def release(self) -> None:
-        self.finish(CloseReason.CLIENT_GONE, 0)
-
     def finish(self, reason: str, sent: int) -> None:
         if self.finished:
             return
         self.finished = True
         subscription = self.subscription
-        subscription.on_evict = None  # the only reference cycle a stream has
         state = self.state
         try:
             state.broker.detach(subscription)
