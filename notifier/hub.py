@@ -1,8 +1,9 @@
 """In-process fan-out: which local subscription listens to which channel.
 
-Knows nothing of Redis or HTTP. The broker calls ``dispatch`` with an event
-that was decoded and framed once; each subscription gets a reference to the
-same bytes through its own bounded queue. ``offer`` never blocks: a
+Knows nothing of Redis or HTTP. The core (``core.py``) adds and removes
+subscriptions and calls ``dispatch`` with an event that was decoded and
+framed once; each subscription gets a reference to the same bytes through
+its own bounded queue. ``offer`` never blocks: a
 subscription whose queue is full is evicted (its stream ends, the client
 reconnects and replays), so one slow client can never slow the others.
 """
@@ -149,13 +150,8 @@ class Hub:
         # only while there are subscriptions.
         self.alarm_interval = alarm_interval
         self._alarm_clock: gevent.Greenlet | None = None
-        # Channels that gained their first or lost their last local subscriber
-        # since the broker last looked (None: nobody looks, keep nothing). The
-        # broker applies just these instead of comparing every channel (10,000s)
-        # while clients arrive.
-        self._changed: set[str] | None = None
 
-    def subscribe(self, subscription: Subscription) -> list[str]:
+    def add(self, subscription: Subscription) -> list[str]:
         """Register; returns the channels that had no local subscriber before."""
         self._subscriptions.add(subscription)
         subscription.on_alarm_clock = True
@@ -168,11 +164,9 @@ class Hub:
                 members = self._channels[channel] = set()
                 first.append(channel)
             members.add(subscription)
-        if first and self._changed is not None:
-            self._changed.update(first)
         return first
 
-    def unsubscribe(self, subscription: Subscription) -> list[str]:
+    def remove(self, subscription: Subscription) -> list[str]:
         """Forget; returns the channels that now have no local subscriber."""
         self._subscriptions.discard(subscription)
         if subscription.on_alarm_clock:
@@ -187,16 +181,7 @@ class Hub:
             if not members:
                 del self._channels[channel]
                 emptied.append(channel)
-        if emptied and self._changed is not None:
-            self._changed.update(emptied)
         return emptied
-
-    def take_channel_changes(self) -> set[str]:
-        """The channels whose local membership started or ended since the last
-        call (from the first call on); look each up with ``has_channel``."""
-        changed = self._changed
-        self._changed = set()
-        return changed or set()
 
     def dispatch(self, channel: str, delivery: Delivery) -> int:
         """Hand one event to every local subscriber of ``channel``; returns how many took it."""
@@ -211,14 +196,6 @@ class Hub:
             elif self._on_evict is not None:
                 self._on_evict(subscription)
         return delivered
-
-    def narrow_backlog(self, channel: str, limit: int) -> bool:
-        """True when ``channel`` has fewer than ``limit`` local subscribers and
-        one of them still has an event queued (not written yet)."""
-        members = self._channels.get(channel)
-        if not members or len(members) >= limit:
-            return False
-        return any(subscription.queue for subscription in members)
 
     def has_channel(self, channel: str) -> bool:
         return channel in self._channels

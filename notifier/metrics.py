@@ -173,51 +173,47 @@ def process_metrics() -> Metrics:
 
 
 class SubscriberGauges:
-    """Keeps this worker's ``notifier_subscriber_up`` and
-    ``notifier_subscriber_probe_age_seconds`` current from the worker itself.
+    """Keeps this worker's ``notifier_subscriber_up``,
+    ``notifier_subscriber_probe_age_seconds`` and reconnect count current from
+    the worker itself, out of the broker's ``health()``.
 
     In multiprocess mode each worker writes its own gauge file and a scrape
     reads them all, but a scrape runs in one worker only: a value set at
     scrape time would be stale (or never set) in every other worker. So each
     worker refreshes its own values every ``interval`` seconds from a small
-    greenlet, and the broker's ``on_event`` hook counts reconnects and notes
-    that a delivered message proves the pub/sub connection alive as much as
-    a probe does (the broker probes only when the connection is idle).
+    greenlet.
     """
 
     def __init__(self, metrics: Metrics, interval: float = 1.0):
         self.metrics = metrics
         self.interval = interval
-        self.alive_at = 0.0  # time.time() of the last message the subscriber received
+        self._reconnects = 0
         self._greenlet: gevent.Greenlet | None = None
 
-    def on_broker_event(self, kind: str, detail: str) -> None:
-        if kind == "reconnect":
-            self.metrics.subscriber_reconnects.inc()
-        elif kind == "delivered":
-            self.alive_at = time.time()
+    def refresh(self, source: Any) -> None:
+        """``source`` has ``health()`` (the core or a broker)."""
+        health = source.health()
+        self.metrics.subscriber_up.set(1 if health.ok else 0)
+        if health.reconnects > self._reconnects:
+            self.metrics.subscriber_reconnects.inc(health.reconnects - self._reconnects)
+            self._reconnects = health.reconnects
+        if health.last_alive:
+            self.metrics.subscriber_probe_age.set(max(0.0, time.time() - health.last_alive))
 
-    def refresh(self, broker: Any) -> None:
-        up = bool(broker.ready()[0])
-        self.metrics.subscriber_up.set(1 if up else 0)
-        proved = max(float(getattr(broker, "last_probe_ok", 0.0) or 0.0), self.alive_at)
-        if proved:
-            self.metrics.subscriber_probe_age.set(max(0.0, time.time() - proved))
-
-    def start(self, broker: Any) -> None:
+    def start(self, source: Any) -> None:
         if self._greenlet is None:
-            self._greenlet = gevent.spawn(self._run, broker)
+            self._greenlet = gevent.spawn(self._run, source)
 
     def stop(self) -> None:
         if self._greenlet is not None:
             self._greenlet.kill(block=False)
             self._greenlet = None
 
-    def _run(self, broker: Any) -> None:
-        # Ends with the broker (RedisBroker.ready() says "stopping" once stopped).
-        while broker.ready()[1] != "stopping":
+    def _run(self, source: Any) -> None:
+        # Ends with the broker (its health says "stopping" once stopped).
+        while source.health().reason != "stopping":
             try:
-                self.refresh(broker)
+                self.refresh(source)
             except Exception:  # a gauge must never take the worker down
                 log.exception("could not refresh subscriber gauges")
             gevent.sleep(self.interval)

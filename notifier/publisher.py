@@ -14,11 +14,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .broker import Published
 from .broker.redis_store import RedisStore, make_client
 from .channels import ChannelNames
 from .config import Config
-from .events import Limits, Notification, utc_timestamp, validate_notification
+from .events import Notification, Published, utc_timestamp
+from .validation import Limits, validate_notification
 
 
 class Publisher:

@@ -16,7 +16,7 @@ Every stream has a heartbeat, a deadline and a ``finally``:
 - the stream ends at its deadline (token expiry, or a jittered maximum age so
   reconnects spread out), on shutdown, or on eviction;
 - ``finally`` calls ``hooks.finish`` however the generator ends (the server
-  calls ``close()`` when a write fails), which detaches from the broker.
+  calls ``close()`` when a write fails), which leaves the core.
 """
 
 from __future__ import annotations

@@ -39,7 +39,7 @@ def make_config(**overrides: object) -> Config:
 def app():
     application = create_app(make_config())
     yield application
-    application.extensions["notifier"].broker.stop()
+    application.extensions["notifier"].stop()
 
 
 @pytest.fixture

@@ -231,9 +231,9 @@ def test_dev_page_only_in_development() -> None:
         assert prod.test_client().get("/").status_code == 404
         assert with_real_secret.test_client().post("/dev/login", data={"user": "x"}).status_code == 404
     finally:
-        with_real_secret.extensions["notifier"].broker.stop()
-        dev.extensions["notifier"].broker.stop()
-        prod.extensions["notifier"].broker.stop()
+        with_real_secret.extensions["notifier"].stop()
+        dev.extensions["notifier"].stop()
+        prod.extensions["notifier"].stop()
 
 
 def test_head_does_not_subscribe_or_leak(client, app) -> None:
@@ -266,7 +266,7 @@ def test_a_body_the_server_drops_unread_releases_its_subscription(app) -> None:
 def test_resume_with_nothing_to_replay_never_resends_older_events(client, app) -> None:
     ids = [publish(client, {"user_id": "alice", "message": str(i)}).get_json()["published"][0]["id"] for i in range(3)]
     state = app.extensions["notifier"]
-    old = state.broker.recent([state.names.user("alice")], None, 3)[-1]  # the first, oldest event
+    old = state.core.history.recent([state.names.user("alice")], None, 3)[-1]  # the first, oldest event
     response, chunks = open_stream(client, {**tokens.bearer(tokens.token("alice")), "Last-Event-ID": ids[-1]})
     assert next(chunks).startswith(b"retry:")
     # A late copy of an event the client already has (what a catch-up after a
@@ -360,4 +360,4 @@ def test_a_stream_response_the_host_app_drops_releases_its_subscription() -> Non
         assert len(state.hub) == 0 and state.hub.channels() == []
         assert (registry.get_sample_value("notifier_streams_open") or 0.0) == open_before
     finally:
-        state.broker.stop()
+        state.stop()

@@ -26,7 +26,7 @@ def watcher(client):
 
 def assert_nothing_published(client, app, chunks) -> None:
     """No event reached history, and the open stream got only a heartbeat."""
-    assert app.extensions["notifier"].broker.last_id() == (0, 0)
+    assert app.extensions["notifier"].core.history.last_id() == (0, 0)
     assert next(chunks) == b":\n\n"
 
 

@@ -65,7 +65,7 @@ def test_rs256_tokens_verify_with_the_public_key_only(rsa_keys) -> None:
         response, _ = open_stream(client, tokens.bearer(tokens.token("alice")))  # HS256 with some secret
         assert_json_error(response, 401)
     finally:
-        app.extensions["notifier"].broker.stop()
+        app.extensions["notifier"].stop()
 
 
 def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -98,7 +98,7 @@ def test_cli_tokens_agree_with_the_dev_service(tmp_path) -> None:
                               headers=tokens.bearer(publisher.stdout.strip()))
         assert_json_error(refused, 403)  # scoped to orders:* only
     finally:
-        app.extensions["notifier"].broker.stop()
+        app.extensions["notifier"].stop()
 
 
 def test_cli_reports_bad_config_without_secrets() -> None:
@@ -129,4 +129,4 @@ def test_mounting_into_a_host_app_keeps_the_host_in_charge() -> None:
         assert response.status_code == 200 and next(chunks).startswith(b"retry:")
         response.close()
     finally:
-        host.extensions["notifier"].broker.stop()
+        host.extensions["notifier"].stop()

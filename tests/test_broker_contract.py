@@ -1,68 +1,36 @@
-"""One contract, two brokers: the embedded memory broker and the Redis broker
-(against a real redis-server, unique key prefix per test)."""
+"""One contract, two backends: the core over the embedded memory broker and
+over the Redis broker (against a real redis-server, unique key prefix per
+test): what a worker's subscriptions receive, replay and release."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 
 import gevent
 import pytest
 
-from notifier.broker.memory import MemoryBroker
-from notifier.broker.redis import RedisBroker
 from notifier.channels import ChannelNames
-from notifier.events import BROADCAST, Limits, Target, format_event_id, parse_event_id, validate_notification
-from notifier.hub import Hub, Subscription
+from notifier.core import Core
+from notifier.events import BROADCAST, Target, format_event_id, parse_event_id
+from notifier.hub import Subscription
 
+from .support.cores import make_core, note, pump_until
+from .support.cores import subscribe as attach_to
 from .support.processes import RedisServer
 from .support.redis_proxy import RedisProxy
-
-TS = "2026-01-01T00:00:00.000Z"
-
-
-def note(target: Target, message: str = "m"):
-    item = {"message": message}
-    if target.kind == "broadcast":
-        item["broadcast"] = True
-    elif target.kind == "user":
-        item["user_id"] = target.name
-    else:
-        item["topic"] = target.name
-    return validate_notification(item, Limits(), TS)
-
-
-def pump_until(predicate, timeout: float = 5.0):
-    """Let the broker's greenlet run (this process is not monkey-patched)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        gevent.sleep(0.01)
-    raise AssertionError("condition not met in time")
 
 
 @pytest.fixture(params=["memory", "redis"])
 def setup(request, prefix) -> Iterator[tuple]:
-    hub = Hub()
     names = ChannelNames(prefix)
-    if request.param == "memory":
-        broker = MemoryBroker(hub, names, history_max_events=5, replay_max_events=50)
-    else:
-        server = request.getfixturevalue("redis_server")
-        broker = RedisBroker(hub, names, server.url, history_max_events=5, replay_max_events=50,
-                             probe_interval=0.5, probe_timeout=1)
-    broker.start()
-    if request.param == "redis":
-        pump_until(lambda: broker.ready()[0])
-    yield hub, names, broker
-    broker.stop()
+    url = request.getfixturevalue("redis_server").url if request.param == "redis" else None
+    core = make_core(url, prefix, history_max_events=5, replay_max_events=50)
+    yield core.hub, names, core
+    core.stop()
 
 
-def attach(broker, names, user: str) -> Subscription:
-    sub = Subscription(user, names.for_subscriber(user, []), 100)
-    broker.attach(sub)
-    return sub
+def attach(core: Core, names: ChannelNames, user: str) -> Subscription:
+    return attach_to(core, names, user)
 
 
 def test_publish_reaches_only_the_addressed_user(setup) -> None:
@@ -91,7 +59,7 @@ def test_ids_are_unique_and_increase_across_channels(setup) -> None:
         published += broker.publish(note(Target("user", f"u{i % 3}")) + note(BROADCAST))
     ids = [parse_event_id(p.id) for p in published]
     assert ids == sorted(ids) and len(set(ids)) == len(ids)
-    assert broker.last_id() == ids[-1]
+    assert broker.history.last_id() == ids[-1]
 
 
 def test_unsubscribed_channel_gets_nothing_and_reports_no_receiver(setup) -> None:
@@ -108,7 +76,7 @@ def test_replay_after_an_id_across_channels_in_order(setup) -> None:
         expected.append(broker.publish(note(Target("user", "alice"), str(i)))[0].id)
         expected.append(broker.publish(note(BROADCAST, f"b{i}"))[0].id)
         broker.publish(note(Target("user", "bob"), "not alice's"))
-    replay = broker.replay(names.for_subscriber("alice", []), parse_event_id(first.id))
+    replay = broker.history.replay(names.for_subscriber("alice", []), parse_event_id(first.id))
     assert not replay.reset
     assert [e.id for e in replay.events] == [parse_event_id(i) for i in expected]
 
@@ -118,22 +86,22 @@ def test_replay_resets_on_unknown_or_trimmed_ids(setup) -> None:
     first = broker.publish(note(Target("user", "alice")))[0]
     channels = names.for_subscriber("alice", [])
     future = (parse_event_id(first.id)[0] + 10_000, 0)
-    assert broker.replay(channels, future).reset
+    assert broker.history.replay(channels, future).reset
     for _ in range(30):  # history keeps 5 per channel
         broker.publish(note(Target("user", "alice")))
-    replay = broker.replay(channels, parse_event_id(first.id))
+    replay = broker.history.replay(channels, parse_event_id(first.id))
     assert replay.reset and replay.reason == "too_old"
-    latest = broker.last_id()
-    assert broker.replay(channels, latest).events == [] and not broker.replay(channels, latest).reset
+    latest = broker.history.last_id()
+    assert broker.history.replay(channels, latest).events == [] and not broker.history.replay(channels, latest).reset
 
 
 def test_recent_is_newest_first_and_pages(setup) -> None:
     hub, names, broker = setup
     ids = [broker.publish(note(Target("user", "carol"), str(i)))[0].id for i in range(4)]
     channels = names.for_subscriber("carol", [])
-    page = broker.recent(channels, None, 2)
+    page = broker.history.recent(channels, None, 2)
     assert [d.id for d in page] == [parse_event_id(ids[3]), parse_event_id(ids[2])]
-    older = broker.recent(channels, page[-1].id, 10)
+    older = broker.history.recent(channels, page[-1].id, 10)
     assert [d.id for d in older] == [parse_event_id(ids[1]), parse_event_id(ids[0])]
 
 
@@ -142,9 +110,9 @@ def test_detach_releases_channels(setup, request) -> None:
     sub = attach(broker, names, "dave")
     channel = names.user("dave")
     assert hub.has_channel(channel)
-    broker.detach(sub)
+    broker.leave(sub)
     assert not hub.has_channel(channel)
-    if isinstance(broker, RedisBroker):
+    if request.node.callspec.params["setup"] == "redis":
         client = request.getfixturevalue("redis_server").client()
         pump_until(lambda: dict(client.pubsub_numsub(channel))[channel.encode()] == 0)
         assert dict(client.pubsub_numsub(names.broadcast))[names.broadcast.encode()] == 1, "broadcast always stays"
@@ -157,18 +125,16 @@ def test_a_message_cut_across_reads_is_waited_for_not_taken_for_a_dead_connectio
     seen in the fan-out benchmark)."""
     server = RedisServer().start()
     proxy = RedisProxy(server.port)
-    hub, names = Hub(), ChannelNames(prefix)
-    broker = RedisBroker(hub, names, proxy.url, socket_timeout=2, probe_interval=0.5, probe_timeout=1)
+    names = ChannelNames(prefix)
+    broker = make_core(proxy.url, prefix, redis_socket_timeout=2)
     try:
-        broker.start()
-        pump_until(lambda: broker.ready()[0])
         alice = attach(broker, names, "alice")
         assert proxy.split_pubsub(0.1) == 1
         published = [broker.publish(note(Target("user", "alice"), f"m{i}"))[0].id for i in range(10)]
         got: list = []
         pump_until(lambda: got.extend(alice.take()) or len(got) >= 10, timeout=15)
         assert [format_event_id(d.id) for d in got] == published, "each once, in order"
-        assert broker.reconnects == 0, "the subscriber never gave up on a healthy connection"
+        assert broker.health().reconnects == 0, "the subscriber never gave up on a healthy connection"
     finally:
         broker.stop()
         proxy.close()
@@ -180,18 +146,16 @@ def test_a_worker_that_started_on_an_empty_history_catches_up_after_a_reconnect(
     history after the reconnect, even when its first session began on an
     empty history (a new deployment) and it has received nothing since."""
     proxy = RedisProxy(redis_server.port)
-    hub, names = Hub(), ChannelNames(prefix)  # a fresh prefix: an empty history
-    broker = RedisBroker(hub, names, proxy.url, socket_timeout=2, probe_interval=0.3, probe_timeout=0.5)
+    names = ChannelNames(prefix)  # a fresh prefix: an empty history
+    broker = make_core(proxy.url, prefix, redis_socket_timeout=2, probe_interval_seconds=0.3, probe_timeout_seconds=0.5)
     try:
-        broker.start()
-        pump_until(lambda: broker.ready()[0])
         alice = attach(broker, names, "alice")
         assert proxy.silence_pubsub() == 1
         published = [broker.publish(note(Target("user", "alice"), f"m{i}"))[0].id for i in range(3)]
         got: list = []
         pump_until(lambda: got.extend(alice.take()) or len(got) >= 3, timeout=10)
         assert [format_event_id(d.id) for d in got] == published
-        assert broker.reconnects >= 1, "the probe noticed the silence and the subscriber reconnected"
+        assert broker.health().reconnects >= 1, "the probe noticed the silence and the subscriber reconnected"
     finally:
         broker.stop()
         proxy.close()

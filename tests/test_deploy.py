@@ -78,7 +78,7 @@ def url_rules() -> set[str]:
     try:
         return {rule.rule for rule in app.url_map.iter_rules()}
     finally:
-        app.extensions["notifier"].broker.stop()
+        app.extensions["notifier"].stop()
 
 
 # ---------------------------------------------------------------------------

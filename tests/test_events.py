@@ -6,20 +6,11 @@ import json
 
 import pytest
 
+from notifier.envelope import body_without_id, splice_id
+from notifier.envelope import decode as delivery_from_payload
 from notifier.errors import InvalidEvent, PayloadTooLarge, UnsupportedMedia
-from notifier.events import (
-    Limits,
-    Target,
-    comment,
-    delivery_from_payload,
-    encode,
-    format_event_id,
-    parse_event_id,
-    parse_publish_body,
-    splice_id,
-    utc_timestamp,
-    validate_notification,
-)
+from notifier.events import Target, comment, encode, format_event_id, parse_event_id, utc_timestamp
+from notifier.validation import Limits, parse_publish_body, validate_notification
 
 from .support.sse import SSEParser
 
@@ -85,7 +76,7 @@ def test_parse_event_id(text, parsed) -> None:
 def test_payload_is_one_json_object_with_every_field() -> None:
     [notification] = validate_notification(
         {"user_id": "alice", "type": "order.shipped", "message": "Shipped!\nline2\u2028", "data": {"n": 1}}, Limits(), TS)
-    payload = splice_id("5-1", notification.body_without_id())
+    payload = splice_id("5-1", body_without_id(notification))
     assert json.loads(payload) == {"id": "5-1", "user_id": "alice", "type": "order.shipped",
                                    "message": "Shipped!\nline2\u2028", "data": {"n": 1}, "timestamp": TS}
     delivery = delivery_from_payload(payload)
@@ -112,8 +103,8 @@ def test_payload_bytes_equal_one_json_dumps_of_the_fields(target: Target) -> Non
     [notification] = validate_notification({**_target_field(target), "type": "a.b", **fields}, Limits(), TS)
     expected = json.dumps({**_target_field(target), "type": "a.b", **fields, "timestamp": TS},
                           ensure_ascii=False, separators=(",", ":"))
-    assert "{" + notification.body_without_id() == expected
-    payload = splice_id("17-3", notification.body_without_id())
+    assert "{" + body_without_id(notification) == expected
+    payload = splice_id("17-3", body_without_id(notification))
     fast = delivery_from_payload(payload)
     assert (fast.id, fast.type, fast.payload) == ((17, 3), "a.b", payload)
     # The same event built from a payload the fast reader cannot match (key order changed) is identical.

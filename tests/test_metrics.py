@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 
 from notifier import create_app
+from notifier.broker import Health
 from notifier.metrics import SubscriberGauges, process_metrics
 
 from .conftest import make_config
@@ -34,35 +35,41 @@ def test_streams_closed_by_the_drain_count_as_shutdown() -> None:
         assert sample("notifier_streams_open") == opened
     finally:
         state.metrics.draining.set(0)
-        state.broker.stop()
+        state.stop()
 
 
 class Broker:
-    """Just what SubscriberGauges reads from a broker."""
+    """Just what SubscriberGauges reads: a health report (our own seam)."""
 
     def __init__(self) -> None:
         self.up = True
-        self.last_probe_ok = 0.0
+        self.reconnects = 0
+        self.last_alive = 0.0
 
-    def ready(self) -> tuple[bool, str]:
-        return (True, "ok") if self.up else (False, "subscriber down: ConnectionError")
+    def health(self) -> Health:
+        return Health(self.up, "ok" if self.up else "subscriber down: ConnectionError", "redis", self.reconnects,
+                      self.last_alive)
 
 
-def test_subscriber_gauges_follow_probes_and_deliveries() -> None:
+def test_subscriber_gauges_follow_health_reconnects_and_liveness() -> None:
     gauges = SubscriberGauges(process_metrics())
     broker = Broker()
     reconnects = sample("notifier_subscriber_reconnects_total")
-    gauges.on_broker_event("reconnect", "")
-    assert sample("notifier_subscriber_reconnects_total") == reconnects + 1
+    broker.reconnects = 2
+    gauges.refresh(broker)
+    assert sample("notifier_subscriber_reconnects_total") == reconnects + 2
+    gauges.refresh(broker)
+    assert sample("notifier_subscriber_reconnects_total") == reconnects + 2, "counted once"
 
-    broker.last_probe_ok = time.time() - 30
+    broker.last_alive = time.time() - 30
     gauges.refresh(broker)
     assert sample("notifier_subscriber_up") == 1
     assert 29 <= sample("notifier_subscriber_probe_age_seconds") < 40
-    # A delivered message proves the connection as well as a probe does.
-    gauges.on_broker_event("delivered", "notifier:user:x")
+    broker.last_alive = time.time()  # a probe or a message came back
     gauges.refresh(broker)
     assert sample("notifier_subscriber_probe_age_seconds") < 5
     broker.up = False
+    broker.last_alive = time.time() - 60
     gauges.refresh(broker)
     assert sample("notifier_subscriber_up") == 0
+    assert sample("notifier_subscriber_probe_age_seconds") >= 59, "the age keeps growing while the subscriber is down"

@@ -177,7 +177,7 @@ def test_a_mounted_app_has_only_the_flask_door() -> None:
             assert response.status_code == 202
         assert seen == ["hook", "hook"]
     finally:
-        host.extensions["notifier"].broker.stop()
+        host.extensions["notifier"].stop()
 
 
 def test_create_app_puts_the_lean_door_in_front() -> None:
@@ -187,7 +187,7 @@ def test_create_app_puts_the_lean_door_in_front() -> None:
     try:
         assert isinstance(app.wsgi_app, LeanPublish)
     finally:
-        app.extensions["notifier"].broker.stop()
+        app.extensions["notifier"].stop()
 
 
 def _watch(client):
@@ -197,10 +197,10 @@ def _watch(client):
 
 
 def test_the_reply_is_what_one_json_encoding_of_it_gives() -> None:
-    from notifier.api.publish import reply_body
-    from notifier.broker import Published
+    from notifier.envelope import reply_body
     from notifier.errors import json_bytes
-    from notifier.events import Limits, validate_notification
+    from notifier.events import Published
+    from notifier.validation import Limits, validate_notification
 
     notes = validate_notification({"user_ids": ['a"b\\', "\u00e9\u2028", "plain"], "type": "x.y", "message": "m"}, Limits(), "t")
     notes += validate_notification({"topic": "orders:1", "message": "m"}, Limits(), "t")

@@ -8,28 +8,25 @@ import json
 import pytest
 
 from notifier import Publisher
-from notifier.broker.memory import MemoryBroker
-from notifier.broker.redis import RedisBroker
+from notifier.broker.memory import MemoryHistory
 from notifier.channels import ChannelNames
 from notifier.config import Config
 from notifier.errors import InvalidEvent, PayloadTooLarge
-from notifier.events import Limits, parse_event_id, validate_notification
-from notifier.hub import Hub, Subscription
+from notifier.events import parse_event_id
+from notifier.hub import Subscription
+from notifier.validation import Limits, validate_notification
 
-from .test_broker_contract import pump_until
+from .support.cores import make_core, pump_until
 
 
 def test_publisher_events_reach_subscribers_in_the_service_wire_format(redis_server, prefix) -> None:
-    hub = Hub()
     names = ChannelNames(prefix)
-    broker = RedisBroker(hub, names, redis_server.url, probe_interval=0.5, probe_timeout=1)
-    broker.start()
+    core = make_core(redis_server.url, prefix)
     config = Config.for_testing(redis_url=redis_server.url, redis_prefix=prefix)
     publisher = Publisher.from_config(config)
     try:
-        pump_until(lambda: broker.ready()[0])
         alice = Subscription("alice", names.for_subscriber("alice", ["orders:1"]), 100)
-        broker.attach(alice)
+        core.subscribe(alice)
         one = publisher.notify("alice", "Shipped!\n", type="order.shipped", data={"order": 42})
         many = publisher.notify_many(["alice", "bob"], "hi")
         topic = publisher.publish_topic("orders:1", "packed")
@@ -42,7 +39,7 @@ def test_publisher_events_reach_subscribers_in_the_service_wire_format(redis_ser
                           "data": {"order": 42}, "timestamp": got[0]["timestamp"]}
         assert got[2]["topic"] == "orders:1" and got[3]["broadcast"] is True
         # Stored in the same history the service replays from.
-        replay = broker.replay(names.for_subscriber("alice", []), parse_event_id(one.id))
+        replay = core.history.replay(names.for_subscriber("alice", []), parse_event_id(one.id))
         assert [d.id for d in replay.events] == [parse_event_id(many[0].id), parse_event_id(everyone.id)]
         # Validated like the HTTP API.
         with pytest.raises(InvalidEvent):
@@ -53,7 +50,7 @@ def test_publisher_events_reach_subscribers_in_the_service_wire_format(redis_ser
             publisher.notify("alice", "x" * (config.max_payload_bytes + 1))
     finally:
         publisher.close()
-        broker.stop()
+        core.stop()
 
 
 def test_from_config_needs_redis() -> None:
@@ -61,14 +58,15 @@ def test_from_config_needs_redis() -> None:
         Publisher.from_config(Config.for_testing())
 
 
-def test_memory_broker_forgets_channels_gone_quiet() -> None:
-    broker = MemoryBroker(Hub(), ChannelNames(), history_max_age_seconds=1)
-    note = validate_notification({"user_id": "early", "message": "x"}, Limits(), "T")
-    broker.publish(note)
-    assert broker.names.user("early") in broker._history
-    # Later publishes (ids from a clock past the age bound) sweep it away.
-    broker._ids.last = (broker._ids.last[0] + 5_000, 0)
-    for i in range(MemoryBroker.PRUNE_EVERY):
-        broker.publish(validate_notification({"user_id": f"u{i % 3}", "message": "x"}, Limits(), "T"))
-    assert broker.names.user("early") not in broker._history
-    assert all(broker.names.user(f"u{i}") in broker._history for i in range(3))
+def test_memory_history_forgets_channels_gone_quiet() -> None:
+    history = MemoryHistory(history_max_age_seconds=1)
+    names = ChannelNames()
+    history.append(names.user("early"), validate_notification({"user_id": "early", "message": "x"}, Limits(), "T")[0])
+    assert names.user("early") in history.channels
+    # Later appends (ids from a clock past the age bound) sweep it away.
+    history.ids.last = (history.ids.last[0] + 5_000, 0)
+    for i in range(MemoryHistory.PRUNE_EVERY):
+        [item] = validate_notification({"user_id": f"u{i % 3}", "message": "x"}, Limits(), "T")
+        history.append(names.user(f"u{i % 3}"), item)
+    assert names.user("early") not in history.channels
+    assert all(names.user(f"u{i}") in history.channels for i in range(3))

@@ -33,7 +33,7 @@ def test_a_token_is_remembered_only_until_it_expires() -> None:
         time.sleep(1.5)
         assert publish(client, token).status_code == 401
     finally:
-        app.extensions["notifier"].broker.stop()
+        app.extensions["notifier"].stop()
 
 
 def test_another_app_with_another_key_does_not_trust_it(client) -> None:
@@ -43,7 +43,7 @@ def test_another_app_with_another_key_does_not_trust_it(client) -> None:
     try:
         assert publish(other.test_client(), token).status_code == 401
     finally:
-        other.extensions["notifier"].broker.stop()
+        other.extensions["notifier"].stop()
 
 
 def test_a_user_token_never_publishes_even_after_a_publisher_did(client) -> None:

@@ -12,13 +12,20 @@ import time
 import pytest
 import redis
 
+from notifier.broker.redis_history import RedisHistory
 from notifier.broker.redis_store import RedisStore, make_client
 from notifier.channels import ChannelNames
-from notifier.events import Limits, Target, parse_event_id, validate_notification
+from notifier.events import Target, parse_event_id
+from notifier.validation import Limits, validate_notification
 
 from .support.processes import RedisServer
 
 TS = "2026-01-01T00:00:00.000Z"
+
+
+def history_of(store: RedisStore) -> RedisHistory:
+    """The history over what ``store`` publishes."""
+    return RedisHistory(store.client, store.names)
 
 
 def note(user: str, message: str = "m"):
@@ -62,33 +69,33 @@ def test_resume_from_before_a_lost_history_resets(store: RedisStore) -> None:
     assert old is not None
     # Redis restarted without persistence: every key is gone.
     store.client.delete(store.names.sequence_key, store.names.history_key(channels[0]))
-    assert store.replay(channels, old).reason == "unknown_id", "nothing published since: the id is unknown"
+    assert history_of(store).replay(channels, old).reason == "unknown_id", "nothing published since: the id is unknown"
     time.sleep(0.002)  # a real restart takes longer than a millisecond: new ids are newer
     new = parse_event_id(store.publish(note("carol", "after"))[0].id)
     assert new is not None and new > old
-    replay = store.replay(channels, old)
+    replay = history_of(store).replay(channels, old)
     assert replay.reset and replay.reason == "history_lost"
     # Resuming inside the new history is a normal replay.
-    assert not store.replay(channels, new).reset
+    assert not history_of(store).replay(channels, new).reset
     newer = store.publish(note("carol", "later"))[0].id
-    assert [d.payload for d in store.replay(channels, new).events] == [d.payload for d in store.recent(channels, None, 1)]
-    assert store.replay(channels, new).events[0].payload.startswith('{"id":"' + newer)
+    assert [d.payload for d in history_of(store).replay(channels, new).events] == [d.payload for d in history_of(store).recent(channels, None, 1)]
+    assert history_of(store).replay(channels, new).events[0].payload.startswith('{"id":"' + newer)
 
 
 def test_gaps_name_the_channels_trimmed_past_a_point(store: RedisStore) -> None:
     names = store.names
     quiet, busy = names.for_target(Target("user", "quiet")), names.for_target(Target("user", "busy"))
     store.publish(note("quiet") + note("busy"))
-    seen = store.last_id()
-    assert store.gaps([quiet, busy], seen) == []
+    seen = history_of(store).last_id()
+    assert history_of(store).gaps([quiet, busy], seen) == []
     store.publish(note("quiet"))
     for _ in range(4):  # 1 + 4 = 5 kept: the oldest (already seen) is trimmed, nothing after `seen` is
         store.publish(note("busy"))
-    assert store.gaps([quiet, busy], seen) == []
+    assert history_of(store).gaps([quiet, busy], seen) == []
     for _ in range(2):  # now events after `seen` were trimmed from busy
         store.publish(note("busy"))
-    assert store.gaps([quiet, busy], seen) == [busy]
-    assert store.gaps([names.user("nobody")], seen) == []
+    assert history_of(store).gaps([quiet, busy], seen) == [busy]
+    assert history_of(store).gaps([names.user("nobody")], seen) == []
 
 
 # The publish script runs on the store's own connections (broker/redis_script.py):
@@ -102,7 +109,7 @@ def test_publishing_survives_a_redis_restart_without_a_spurious_error(prefix: st
         assert store.publish(note("alice"))
         server.restart()  # the idle connection is now closed by the other side
         [published] = store.publish(note("alice", "after the restart"))
-        assert store.recent([store.names.user("alice")], None, 5)[0].payload.startswith('{"id":"' + published.id)
+        assert history_of(store).recent([store.names.user("alice")], None, 5)[0].payload.startswith('{"id":"' + published.id)
     finally:
         store.close()
         server.stop()
@@ -130,7 +137,7 @@ def test_a_reply_that_came_too_late_is_never_read_as_the_next_ones(prefix: str) 
             store.publish(note("alice", "lost in the stall"))
         resume.join()
         [after] = store.publish(note("alice", "after the stall"))
-        recent = store.recent([store.names.user("alice")], None, 5)
+        recent = history_of(store).recent([store.names.user("alice")], None, 5)
         assert recent[0].payload.startswith('{"id":"' + after.id)
         assert [json.loads(d.payload)["message"] for d in recent] == ["after the stall", "warm-up"], \
             "the stalled one ran after its deadline, so it stored nothing"

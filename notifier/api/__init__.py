@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from flask import Flask
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..extension import NotifierState
+    from ..state import NotifierState
 
 
 def register_blueprints(app: Flask, state: NotifierState, *, standalone: bool) -> None:

@@ -12,8 +12,9 @@ from flask_jwt_extended import set_access_cookies, unset_jwt_cookies
 
 from ..auth import TokenRequest, mint_token
 from ..errors import BadRequest, NotifierError
-from ..events import utc_timestamp, validate_notification, validate_user_id
-from ..extension import current_state
+from ..events import utc_timestamp
+from ..state import current_state
+from ..validation import validate_notification, validate_user_id
 
 bp = Blueprint("notifier_dev", __name__, template_folder="../templates")
 
@@ -51,5 +52,5 @@ def send() -> Response:
     user = (request.form.get("user") or "").strip()
     item = {"user_id": user, "type": "notification", "message": request.form.get("message") or "Hello!"}
     notifications = validate_notification(item, state.limits, utc_timestamp())
-    state.broker.publish(notifications)
+    state.core.publish(notifications)
     return make_response(redirect("/"))

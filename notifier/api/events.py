@@ -13,12 +13,14 @@ from typing import Any
 from flask import Blueprint, Response, g, request
 
 from ..auth import Subscriber, authenticate_subscriber, pattern_allows
+from ..core import Opening
 from ..errors import BadRequest, Draining, Forbidden, NotifierError, Unauthorized
-from ..events import Delivery, EventId, encode, format_event_id, parse_event_id, validate_topic
-from ..extension import NotifierState, current_state
+from ..events import Delivery, EventId, encode, format_event_id, parse_event_id
 from ..hub import CloseReason, Subscription
 from ..logs import access_log
+from ..state import NotifierState, current_state
 from ..stream import SSE_HEADERS, StreamPlan, client_socket, event_stream, shutdown_socket
+from ..validation import validate_topic
 
 bp = Blueprint("notifier_events", __name__)
 
@@ -76,16 +78,9 @@ def events() -> Response:
 
     subscription = Subscription(subscriber.user_id, channels, state.config.queue_size)
     try:
-        # Subscribe first, then read history: whatever is published in between
-        # is in both, and skip_through drops the live copy.
-        state.broker.attach(subscription)
-        opening = _resume(state, subscription, channels, resume_text)
-    except Exception as exc:
-        # Any failure, expected or not, must not leave the subscription (and
-        # its Redis channel) behind.
-        state.broker.detach(subscription)
-        if isinstance(exc, NotifierError):
-            state.metrics.stream_rejections.labels(str(exc.status)).inc()
+        opening = _opening_bytes(state, state.core.open(subscription, resume_text))
+    except NotifierError as exc:
+        state.metrics.stream_rejections.labels(str(exc.status)).inc()
         raise
 
     plan = _plan(state, subscriber, subscription, opening)
@@ -116,7 +111,7 @@ def events() -> Response:
 
 class StreamRecord:
     """What one open stream reports: its deliveries to the metrics, its end to
-    the broker (detach), the metrics and the access log.
+    the core (leave), the metrics and the access log.
 
     One slotted object rather than a closure per callback: a full garbage
     collection walks every object each of thousands of streams keeps, so
@@ -144,7 +139,7 @@ class StreamRecord:
         subscription = self.subscription
         state = self.state
         try:
-            state.broker.detach(subscription)
+            state.core.leave(subscription)
         finally:
             # Counted and logged once, even if detaching failed.
             state.metrics.streams_open.dec()
@@ -156,28 +151,17 @@ class StreamRecord:
             })
 
 
-def _resume(state: NotifierState, subscription: Subscription, channels: list[str], resume_text: str | None) -> bytes:
-    if not resume_text:
+def _opening_bytes(state: NotifierState, opening: Opening) -> bytes:
+    """What the stream sends after its first comment: the replayed events, or a reset."""
+    if opening.reset_reason:
+        return _reset_frame(state, opening.reset_reason, opening.resume_from)
+    if not opening.resumed:
         return b""
-    after = parse_event_id(resume_text)
-    if after is None:
-        last = state.broker.last_id()
-        subscription.skip_through(last)
-        return _reset_frame(state, "unknown_id", last)
-    replay = state.broker.replay(channels, after)
-    if replay.reset:
-        last = state.broker.last_id()
-        subscription.skip_through(last)
-        return _reset_frame(state, replay.reason, last)
     state.metrics.replays.inc()
-    # The client has everything up to ``after``: a late copy of an older event
-    # (a catch-up after a pub/sub reconnect) must not reach it again.
-    subscription.skip_through(after)
-    if not replay.events:
+    if not opening.events:
         return b""
-    state.metrics.replayed_events.inc(len(replay.events))
-    subscription.skip_through(replay.events[-1].id)
-    return b"".join(delivery.frame for delivery in replay.events)
+    state.metrics.replayed_events.inc(len(opening.events))
+    return b"".join(delivery.frame for delivery in opening.events)
 
 
 def _plan(state: NotifierState, subscriber: Subscriber, subscription: Subscription, opening: bytes) -> StreamPlan:
@@ -221,9 +205,10 @@ def recent_notifications() -> Response:
     channels = state.names.for_subscriber(subscriber.user_id, [])
     # Read the position first: everything up to it is in this page (or older
     # pages), everything after it will come on the stream.
-    resume_from = state.broker.last_id()
+    history = state.core.history
+    resume_from = history.last_id()
     upper = before if before is not None else (resume_from[0], resume_from[1] + 1)
-    items = state.broker.recent(channels, upper, limit)
+    items = history.recent(channels, upper, limit)
     body = {
         "notifications": [json.loads(item.payload) for item in items],
         "resume_from": format_event_id(resume_from),

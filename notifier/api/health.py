@@ -11,8 +11,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify
 
-from ..extension import current_state
-from ..metrics import SubscriberGauges
+from ..state import current_state
 
 bp = Blueprint("notifier_health", __name__)
 
@@ -27,10 +26,11 @@ def livez() -> Response:
 @bp.get("/readyz")
 def readyz() -> Response:
     state = current_state()
-    ready, why = state.broker.ready()
+    health = state.core.health()
+    ready, why = health.ok, health.reason
     if state.draining:
         ready, why = False, "draining"
-    body = {"status": "ok" if ready else "unavailable", "broker": state.broker.name, "streams": len(state.hub)}
+    body = {"status": "ok" if ready else "unavailable", "broker": health.broker, "streams": len(state.hub)}
     if not ready:
         body["reason"] = why
     response = jsonify(body)
@@ -44,7 +44,6 @@ def metrics() -> Response:
     state = current_state()
     # Every worker refreshes its own subscriber gauges in the background
     # (SubscriberGauges); the one answering this scrape brings its own to now.
-    gauges = state.subscriber_gauges or SubscriberGauges(state.metrics)
-    gauges.refresh(state.broker)
+    state.subscriber_gauges.refresh(state.core)
     payload, content_type = state.metrics.exposition()
     return Response(payload, status=200, headers={"Content-Type": content_type, "Cache-Control": "no-store"})

@@ -1,18 +1,18 @@
 """``POST /v1/publish``: internal services publish with publisher credentials.
 
-One core (``accept``) behind two doors:
+One pipeline (``respond``: authentication, body, validation, publishing,
+metrics and the mapping of every error) behind two doors:
 
 - the Flask view, always registered (and the only door when notifier is
   mounted in a host app, whose hooks then run as for any other view);
 - ``LeanPublish``, a WSGI wrapper the standalone service puts in front of
   Flask. A publishing service sends the same token with every request; once
-  that token has been verified (by the Flask view, which fills the
-  publisher cache) its publishes skip Flask's request machinery, about a
-  third of the CPU of a small publish. Anything it is not sure about (no
-  cached identity, a query string, no Content-Length) goes to Flask as is.
+  that token has been verified (by the Flask view, which fills the publisher
+  cache) its publishes skip Flask's request machinery. Anything it is not
+  sure about (no cached identity, a query string, no Content-Length) goes to
+  Flask as is.
 
-Both doors return the same bytes for the same request: the reply and every
-error come from the functions below and from ``errors``.
+Both doors return the same bytes for the same request.
 """
 
 from __future__ import annotations
@@ -21,13 +21,13 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from json.encoder import encode_basestring_ascii as _ascii_json_str  # what json.dumps uses for a str
 from typing import IO, TYPE_CHECKING, Any
 
 from flask import Blueprint, Response, request
 from werkzeug.http import HTTP_STATUS_CODES
 
 from ..auth import PublisherIdentity, authenticate_publisher, publisher_cache
+from ..envelope import reply_body
 from ..errors import (
     INTERNAL_ERROR_BODY,
     JSON_CONTENT_TYPE,
@@ -38,21 +38,23 @@ from ..errors import (
     error_parts,
     notifier_error_parts,
 )
-from ..events import parse_publish_body, utc_timestamp
-from ..extension import current_state
+from ..events import utc_timestamp
 from ..logs import log_request, request_id_from
+from ..state import current_state
+from ..validation import parse_publish_body
 
 if TYPE_CHECKING:  # pragma: no cover
     from flask import Flask
 
-    from ..broker import Published
-    from ..extension import NotifierState
+    from ..state import NotifierState
 
 bp = Blueprint("notifier_publish", __name__)
 log = logging.getLogger("notifier.publish")
 
 PUBLISH_PATH = "/v1/publish"
 ACCEPTED = 202
+
+ResponseParts = tuple[int, list[tuple[str, str]], bytes]
 
 
 def read_body(length: int | None, stream: IO[bytes], limit: int) -> bytes:
@@ -65,13 +67,34 @@ def read_body(length: int | None, stream: IO[bytes], limit: int) -> bytes:
     return data
 
 
+def respond(state: NotifierState, authenticate: Callable[[], PublisherIdentity], length: int | None,
+            stream: IO[bytes], content_type: str | None) -> ResponseParts:
+    """One publish request, start to end: status, headers and body. Every
+    error, ours or not, is mapped here (and only here) for both doors."""
+    metrics = state.metrics
+    try:
+        try:
+            publisher = authenticate()
+        except (Unauthorized, Forbidden):
+            metrics.auth_failures.labels("publish").inc()
+            raise
+        body = read_body(length, stream, state.limits.max_body_bytes)
+        return ACCEPTED, [("Content-Type", JSON_CONTENT_TYPE)], accept(state, publisher, body, content_type)
+    except NotifierError as exc:
+        metrics.publish_errors.labels(str(exc.status)).inc()
+        return notifier_error_parts(exc)
+    except Exception:
+        log.exception("unhandled error")
+        return error_parts(500, INTERNAL_ERROR_BODY)
+
+
 def accept(state: NotifierState, publisher: PublisherIdentity, body: bytes, content_type: str | None) -> bytes:
     """Validate, authorize and publish one request body, all or nothing; the
     202 reply. Raises NotifierError (4xx for the request, 503 for Redis)."""
     notifications = parse_publish_body(body, content_type, state.limits, utc_timestamp())
     for notification in notifications:
         publisher.check(notification.target)
-    published = state.broker.publish(notifications)
+    published = state.core.publish(notifications)
     # One counter write per target kind, not per event (each is a locked file
     # write in multiprocess mode; a batch holds up to NOTIFIER_MAX_BATCH).
     per_kind = Counter(item.notification.target.kind for item in published)
@@ -80,39 +103,11 @@ def accept(state: NotifierState, publisher: PublisherIdentity, body: bytes, cont
     return reply_body(published)
 
 
-_TARGET_KEY = {"user": '"user_id":', "topic": '"topic":'}
-
-
-def reply_body(published: list[Published]) -> bytes:
-    """``{"published": [{"id", target, "type", "receivers"}...], "count"}``,
-    as ``json_bytes`` would encode it. Concatenated: a batch reply has up to
-    1,000 items, and one json.dumps of them was 6% of a batch publish."""
-    items = []
-    for item in published:
-        target = item.notification.target
-        key = _TARGET_KEY.get(target.kind)
-        where = key + _ascii_json_str(target.name) if key else '"broadcast":true'
-        items.append('{"id":' + _ascii_json_str(item.id) + "," + where + ',"type":' + _ascii_json_str(item.notification.type)
-                     + ',"receivers":' + str(int(item.receivers)) + "}")
-    return ('{"published":[' + ",".join(items) + '],"count":' + str(len(items)) + "}\n").encode("ascii")
-
-
 @bp.post(PUBLISH_PATH)
 def publish() -> Response:
-    state = current_state()
-    metrics = state.metrics
-    try:
-        try:
-            publisher = authenticate_publisher()
-        except (Unauthorized, Forbidden):
-            metrics.auth_failures.labels("publish").inc()
-            raise
-        body = read_body(request.content_length, request.stream, state.limits.max_body_bytes)
-        reply = accept(state, publisher, body, request.content_type)
-    except NotifierError as exc:
-        metrics.publish_errors.labels(str(exc.status)).inc()
-        raise
-    return Response(reply, ACCEPTED, content_type=JSON_CONTENT_TYPE)
+    status, headers, body = respond(current_state(), authenticate_publisher, request.content_length, request.stream,
+                                    request.content_type)
+    return Response(body, status, headers)
 
 
 StartResponse = Callable[..., Any]
@@ -136,23 +131,10 @@ class LeanPublish:
         length = _content_length(environ)
         if publisher is None or length is None:
             return self.wsgi_app(environ, start_response)
-        return self._publish(environ, start_response, publisher, length)
-
-    def _publish(self, environ: dict[str, Any], start_response: StartResponse, publisher: PublisherIdentity,
-                 length: int) -> Iterable[bytes]:
         started = time.monotonic()
-        state = self.state
         request_id = request_id_from(environ.get("HTTP_X_REQUEST_ID"))
-        try:
-            body = read_body(length, environ["wsgi.input"], state.limits.max_body_bytes)
-            reply = accept(state, publisher, body, environ.get("CONTENT_TYPE"))
-            status, headers = ACCEPTED, [("Content-Type", JSON_CONTENT_TYPE)]
-        except NotifierError as exc:
-            state.metrics.publish_errors.labels(str(exc.status)).inc()
-            status, headers, reply = notifier_error_parts(exc)
-        except Exception:
-            log.exception("unhandled error")
-            status, headers, reply = error_parts(500, INTERNAL_ERROR_BODY)
+        status, headers, reply = respond(self.state, lambda: publisher, length, environ["wsgi.input"],
+                                         environ.get("CONTENT_TYPE"))
         headers.append(("Content-Length", str(len(reply))))
         headers.append(("X-Request-ID", request_id))
         start_response(f"{status} {HTTP_STATUS_CODES.get(status, 'Unknown').upper()}", headers)  # as Werkzeug writes it

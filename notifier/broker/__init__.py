@@ -1,28 +1,74 @@
 """Brokers carry events between processes; the hub fans them out inside one.
 
-Two implementations of one narrow interface, checked by one contract suite:
+Narrow protocols, each with a memory and a Redis implementation checked by
+one contract suite (tests/contract/):
 
-- ``MemoryBroker``: one process, no Redis. The embedded default.
-- ``RedisBroker``: Redis pub/sub for live events (one connection per worker,
-  owned by one greenlet) and one Redis Stream per channel for history.
+- ``Broker``: live events. Start and stop, subscribe and unsubscribe
+  channels, publish (store in history and send live, all or nothing), health.
+  Every message it receives goes to one ``BrokerListener`` (the core).
+- ``History``: what was published, per channel: replay after an id, a page of
+  recent events, the last id assigned.
+- ``CatchUp``: an optional capability of a history, for a broker whose live
+  connection can drop (Redis): what was published between two ids, and which
+  channels were trimmed past a point.
+
+Who subscribes what, and when, is the core's business (``core.py``): a
+broker never sees the hub.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
-from ..events import Delivery, EventId, Notification
-from ..hub import Subscription
+from ..events import Delivery, EventId, Notification, Published
 
 
 @dataclass(frozen=True)
-class Published:
-    """What the publish API reports for each stored event."""
+class Health:
+    """Whether this process can deliver live events now, and why not."""
 
-    id: str
-    notification: Notification
-    receivers: int  # worker processes (Redis) or local streams (memory) that had a subscriber
+    ok: bool
+    reason: str = "ok"
+    broker: str = ""
+    reconnects: int = 0
+    last_alive: float = 0.0  # time.time() the live connection last proved itself (0: never, or not applicable)
+
+
+class BrokerListener(Protocol):
+    """Where a broker hands what it receives. Called from the broker's own
+    greenlet, one call at a time, in the order the messages arrived."""
+
+    def deliver(self, channel: str, payload: str) -> None:
+        """One live message (an envelope, ``envelope.py``)."""
+
+    def resubscribed(self) -> None:
+        """Every wanted channel is (again) confirmed on a new live connection:
+        catch up from history on what an outage missed, before reading on."""
+
+
+class Broker(Protocol):
+    def start(self, listener: BrokerListener) -> None:
+        """Begin delivering to ``listener`` (spawns the subscriber greenlet for Redis)."""
+
+    def stop(self) -> None:
+        """Stop delivering and release connections."""
+
+    def subscribe(self, channels: list[str]) -> None:
+        """Return once live messages on ``channels`` will reach the listener.
+        Bounded: raises BrokerUnavailable when that is not confirmed in time
+        (the channels are then unsubscribed again)."""
+
+    def unsubscribe(self, channels: list[str]) -> None:
+        """Stop receiving ``channels``. Never blocks."""
+
+    def publish(self, notifications: list[Notification]) -> list[Published]:
+        """Store every notification in its channel's history and publish it, all
+        or nothing. Raises BrokerUnavailable when that cannot be guaranteed."""
+        ...
+
+    def health(self) -> Health:
+        ...
 
 
 @dataclass
@@ -35,27 +81,7 @@ class Replay:
     reason: str = ""
 
 
-class Broker(Protocol):
-    name: str
-
-    def start(self) -> None:
-        """Begin delivering (spawns the subscriber greenlet for Redis)."""
-
-    def stop(self) -> None:
-        """Stop delivering and release connections."""
-
-    def publish(self, notifications: list[Notification]) -> list[Published]:
-        """Store every notification in its channel's history and publish it, all
-        or nothing. Raises BrokerUnavailable when that cannot be guaranteed."""
-        ...
-
-    def attach(self, subscription: Subscription) -> None:
-        """Add to the hub and return once live events on all of the
-        subscription's channels will reach it. Raises BrokerUnavailable."""
-
-    def detach(self, subscription: Subscription) -> None:
-        """Remove from the hub; channels nobody listens to any more are released."""
-
+class History(Protocol):
     def replay(self, channels: list[str], after: EventId) -> Replay:
         """Events after ``after`` on these channels, oldest first, from one snapshot."""
         ...
@@ -68,8 +94,15 @@ class Broker(Protocol):
         """The newest id assigned so far (the position to resume from)."""
         ...
 
-    def ready(self) -> tuple[bool, str]:
-        """Whether this process can deliver live events right now, and why not."""
+
+@runtime_checkable
+class CatchUp(Protocol):
+    def between(self, channels: list[str], after: EventId, upto: EventId) -> list[tuple[str, Delivery]]:
+        """Every event on ``channels`` with ``after < id <= upto``, as (channel, event), in id order."""
+        ...
+
+    def gaps(self, channels: list[str], after: EventId) -> list[str]:
+        """The channels whose history no longer reaches back to ``after``."""
         ...
 
 

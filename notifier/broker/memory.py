@@ -1,9 +1,9 @@
-"""The embedded broker: one process, no Redis.
+"""The embedded broker and history: one process, no Redis.
 
-Same contract as the Redis broker (history, replay, ids ordered across
-channels), so a single-worker deployment or a laptop behaves like production.
-Everything happens in the publishing greenlet, without yielding, so a publish
-and a replay never interleave.
+Same contracts as Redis (history, replay, ids ordered across channels), so a
+single-worker deployment or a laptop behaves like production. Everything
+happens in the publishing greenlet, without yielding, so a publish and a
+replay never interleave.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import time
 from collections import deque
 
 from ..channels import ChannelNames
-from ..events import ZERO_ID, Delivery, EventId, Notification, delivery_from_payload, format_event_id, splice_id
-from ..hub import Hub, Subscription
-from . import Published, Replay, merge_by_id
+from ..envelope import body_without_id, decode, splice_id
+from ..events import ZERO_ID, Delivery, EventId, Notification, Published, format_event_id
+from . import BrokerListener, Health, Replay, merge_by_id
 
 log = logging.getLogger("notifier.broker.memory")
 
@@ -33,93 +33,111 @@ class IdGenerator:
         return self.last
 
 
-class MemoryBroker:
-    name = "memory"
+class MemoryHistory:
+    """Per-channel history bounded by count and age, and the id sequence."""
 
-    def __init__(self, hub: Hub, names: ChannelNames, history_max_events: int = 1000,
-                 history_max_age_seconds: float = 86400, replay_max_events: int = 1000):
-        self.hub = hub
-        self.names = names
+    PRUNE_EVERY = 1000  # appends between sweeps for channels gone quiet
+
+    def __init__(self, history_max_events: int = 1000, history_max_age_seconds: float = 86400,
+                 replay_max_events: int = 1000):
         self.history_max_events = history_max_events
         self.history_max_age_ms = int(history_max_age_seconds * 1000)
         self.replay_max_events = replay_max_events
-        self._ids = IdGenerator()
-        self._history: dict[str, deque[Delivery]] = {}
+        self.ids = IdGenerator()
+        self.channels: dict[str, deque[Delivery]] = {}
         # Highest id trimmed from each channel: a resume point below it has a gap.
         self._trimmed: dict[str, EventId] = {}
         self._stored = 0
 
-    def start(self) -> None:
-        log.info("using the embedded in-process broker: one process only, history is lost on restart")
-
-    def stop(self) -> None:
-        pass
-
-    def publish(self, notifications: list[Notification]) -> list[Published]:
-        published = []
-        for notification in notifications:
-            channel = self.names.for_target(notification.target)
-            id_text = format_event_id(self._ids.next())
-            delivery = delivery_from_payload(splice_id(id_text, notification.body_without_id()))
-            self._store(channel, delivery)
-            receivers = 1 if self.hub.has_channel(channel) else 0
-            self.hub.dispatch(channel, delivery)
-            published.append(Published(id_text, notification, receivers))
-        return published
-
-    PRUNE_EVERY = 1000  # publishes between sweeps for channels gone quiet
-
-    def _prune(self, now_ms: int) -> None:
-        """Forget channels whose newest event is past the age bound: without
-        this, every user id ever published to would keep an entry forever."""
-        cutoff = (now_ms - self.history_max_age_ms, 0)
-        for channel in [c for c, history in self._history.items() if not history or history[-1].id < cutoff]:
-            del self._history[channel]
-            self._trimmed.pop(channel, None)
-
-    def _store(self, channel: str, delivery: Delivery) -> None:
+    def append(self, channel: str, notification: Notification) -> Delivery:
+        """Assign the next id and keep the event; returns it."""
+        delivery = decode(splice_id(format_event_id(self.ids.next()), body_without_id(notification)))
         self._stored += 1
         if self._stored % self.PRUNE_EVERY == 0:
             self._prune(delivery.id[0])
-        history = self._history.setdefault(channel, deque())
+        history = self.channels.setdefault(channel, deque())
         history.append(delivery)
         cutoff = (delivery.id[0] - self.history_max_age_ms, 0)
         while history and (len(history) > self.history_max_events or history[0].id < cutoff):
             dropped = history.popleft()
             self._trimmed[channel] = max(self._trimmed.get(channel, ZERO_ID), dropped.id)
+        return delivery
 
-    def attach(self, subscription: Subscription) -> None:
-        self.hub.subscribe(subscription)
+    def _prune(self, now_ms: int) -> None:
+        """Forget channels whose newest event is past the age bound: without
+        this, every user id ever published to would keep an entry forever."""
+        cutoff = (now_ms - self.history_max_age_ms, 0)
+        for channel in [c for c, history in self.channels.items() if not history or history[-1].id < cutoff]:
+            del self.channels[channel]
+            self._trimmed.pop(channel, None)
 
-    def detach(self, subscription: Subscription) -> None:
-        self.hub.unsubscribe(subscription)
+    # -- History --------------------------------------------------------------
 
     def replay(self, channels: list[str], after: EventId) -> Replay:
-        if after > self._ids.last:
+        if after > self.ids.last:
             return Replay(reset=True, reason="unknown_id")
         if after[0] < int(time.time() * 1000) - self.history_max_age_ms:
             return Replay(reset=True, reason="too_old")
-        streams = []
-        for channel in channels:
-            history = self._history.get(channel)
-            # Same rule as Redis: once a channel was trimmed, a resume point
-            # below its oldest kept event may have lost something.
-            if channel in self._trimmed and history and history[0].id > after:
-                return Replay(reset=True, reason="too_old")
-            streams.append([d for d in self._history.get(channel, ()) if d.id > after])
-        events = merge_by_id(streams)
+        if self.gaps(channels, after):
+            return Replay(reset=True, reason="too_old")
+        events = merge_by_id([[d for d in self.channels.get(channel, ()) if d.id > after] for channel in channels])
         if len(events) > self.replay_max_events:
             return Replay(reset=True, reason="too_many")
         return Replay(events)
 
     def recent(self, channels: list[str], before: EventId | None, limit: int) -> list[Delivery]:
-        streams = []
-        for channel in channels:
-            streams.append([d for d in self._history.get(channel, ()) if before is None or d.id < before])
+        streams = [[d for d in self.channels.get(channel, ()) if before is None or d.id < before] for channel in channels]
         return list(reversed(merge_by_id(streams)))[:limit]
 
     def last_id(self) -> EventId:
-        return self._ids.last
+        return self.ids.last
 
-    def ready(self) -> tuple[bool, str]:
-        return True, "ok"
+    # -- CatchUp --------------------------------------------------------------
+
+    def between(self, channels: list[str], after: EventId, upto: EventId) -> list[tuple[str, Delivery]]:
+        found = [(channel, d) for channel in channels for d in self.channels.get(channel, ()) if after < d.id <= upto]
+        return sorted(found, key=lambda pair: pair[1].id)
+
+    def gaps(self, channels: list[str], after: EventId) -> list[str]:
+        # Same rule as Redis: once a channel was trimmed, a resume point below
+        # its oldest kept event may have lost something.
+        return [channel for channel in channels
+                if channel in self._trimmed and self.channels.get(channel) and self.channels[channel][0].id > after]
+
+
+class MemoryBroker:
+    """Publishing stores in a ``MemoryHistory`` and hands the event straight to
+    the listener when a local stream listens on its channel."""
+
+    def __init__(self, names: ChannelNames, history: MemoryHistory):
+        self.names = names
+        self.history = history
+        self._listener: BrokerListener | None = None
+        self._channels: set[str] = set()
+
+    def start(self, listener: BrokerListener) -> None:
+        self._listener = listener
+        log.info("using the embedded in-process broker: one process only, history is lost on restart")
+
+    def stop(self) -> None:
+        self._listener = None
+
+    def subscribe(self, channels: list[str]) -> None:
+        self._channels.update(channels)
+
+    def unsubscribe(self, channels: list[str]) -> None:
+        self._channels.difference_update(channels)
+
+    def publish(self, notifications: list[Notification]) -> list[Published]:
+        published = []
+        for notification in notifications:
+            channel = self.names.for_target(notification.target)
+            delivery = self.history.append(channel, notification)
+            listening = channel in self._channels and self._listener is not None
+            if listening:
+                self._listener.deliver(channel, delivery.payload)  # type: ignore[union-attr]
+            published.append(Published(format_event_id(delivery.id), notification, 1 if listening else 0))
+        return published
+
+    def health(self) -> Health:
+        return Health(True, "ok", "memory")

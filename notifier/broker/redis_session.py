@@ -1,0 +1,199 @@
+"""One connected life of a worker's Redis subscriber: connect and subscribe,
+confirm, catch up, read. Any failure ends the session whole; the broker's
+retry loop (``redis.py``) starts the next one.
+
+Liveness is checked by a round trip, not assumed: when the connection has
+been idle for ``probe_interval`` the session PUBLISHes to its own probe
+channel and expects the message back within ``probe_timeout``. redis-py's
+``health_check_interval`` only *sends* a PING, and a half-open socket looks
+healthy: that is how subscribers elsewhere died silently.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import gevent
+import redis
+from gevent import select
+
+from ..runtime.redis import connection_fileno, next_pubsub_message
+from . import BrokerListener
+from .redis_store import text
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .redis import Wanted
+
+log = logging.getLogger("notifier.broker.redis")
+
+# The messages already read from the socket are handed over back to back (at
+# most DRAIN_MAX_MESSAGES, for at most DRAIN_BUDGET_SECONDS) before the
+# streams run: each stream then wakes once and writes what it got in one
+# chunk, one greenlet switch and one send() per round instead of per event.
+DRAIN_MAX_MESSAGES = 128
+DRAIN_BUDGET_SECONDS = 0.005
+
+
+class ProbeFailed(Exception):
+    """The pub/sub connection did not deliver our own probe back in time."""
+
+
+@dataclass(frozen=True)
+class SessionSettings:
+    socket_timeout: float = 5.0
+    probe_interval: float = 5.0
+    probe_timeout: float = 3.0
+
+
+class Session:
+    def __init__(self, client: redis.Redis, wanted: Wanted, listener: BrokerListener, probe_channel: str,
+                 settings: SessionSettings):
+        self.client = client
+        self.wanted = wanted
+        self.listener = listener
+        self.probe_channel = probe_channel
+        self.settings = settings
+        self.pubsub = client.pubsub()
+        self.live = False
+        self.last_alive = 0.0  # time.time() of the last message or probe that came back
+        self._requested: set[str] = set()
+        # SUBSCRIBE replies still to come per channel: after SUBSCRIBE,
+        # UNSUBSCRIBE, SUBSCRIBE of one channel, the first reply must not
+        # confirm the second request (Redis has not processed it yet).
+        self._outstanding: dict[str, int] = {}
+        self._probe_sent: float | None = None
+        self._last_traffic = time.monotonic()
+
+    def run(self) -> None:
+        self.wanted.drain()  # every wanted channel is subscribed now
+        self._sync(set(self.wanted.channels))
+        self._confirm_all()
+        # Before any waiter is released: a stream starts once what the outage
+        # missed is queued ahead of anything newer.
+        self.listener.resubscribed()
+        self.live = True
+        self.last_alive = time.time()
+        self.wanted.release_waiters()
+        log.info("redis subscriber connected: %d channels", len(self.wanted.confirmed))
+        self._read_forever()
+
+    def close(self) -> None:
+        try:
+            self.pubsub.reset()
+        except (redis.RedisError, OSError):
+            pass
+
+    # -- subscriptions -----------------------------------------------------------
+
+    def _sync(self, candidates: set[str]) -> None:
+        """SUBSCRIBE / UNSUBSCRIBE so that, among ``candidates``, exactly the
+        wanted channels are requested."""
+        wanted = {channel for channel in candidates if channel in self.wanted.channels}
+        add = wanted - self._requested
+        remove = (candidates - wanted) & self._requested
+        if add:
+            self.pubsub.subscribe(*sorted(add))
+            self._requested |= add
+            for channel in add:
+                self._outstanding[channel] = self._outstanding.get(channel, 0) + 1
+        if remove:
+            self.pubsub.unsubscribe(*sorted(remove))
+            self._requested -= remove
+
+    def _confirm_all(self) -> None:
+        """Wait until Redis confirmed every SUBSCRIBE, so nothing published
+        after the catch-up's snapshot can be missed."""
+        deadline = time.monotonic() + max(self.settings.socket_timeout, 1.0)
+        while not self._requested <= self.wanted.confirmed:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise redis.TimeoutError("subscribe not confirmed")
+            readable, woken = self._wait(left)
+            if woken:
+                self._sync(self.wanted.drain())
+            if readable:
+                message = next_pubsub_message(self.pubsub, 0)
+                if message is not None:
+                    self._handle(message)
+
+    # -- reading -----------------------------------------------------------------
+
+    def _read_forever(self) -> None:
+        more = False
+        while True:
+            woken = False
+            if not more:
+                _readable, woken = self._wait(self._idle_timeout())
+            if woken:
+                self._sync(self.wanted.drain())
+            more = self._read_batch()
+            if self.wanted.waiters:
+                self.wanted.release_waiters()
+            self._check_probe()
+            gevent.sleep(0)  # let the streams write what they got
+
+    def _read_batch(self) -> bool:
+        """Hand over what is readable now; True when the budget ran out first."""
+        deadline = time.monotonic() + DRAIN_BUDGET_SECONDS
+        for _ in range(DRAIN_MAX_MESSAGES):
+            message = next_pubsub_message(self.pubsub, 0)
+            if message is None:
+                return False
+            self._last_traffic = time.monotonic()
+            self._handle(message)
+            if self._last_traffic >= deadline:
+                return True
+        return True
+
+    def _handle(self, message: dict[str, Any]) -> None:
+        kind = message.get("type")
+        channel = text(message.get("channel"))
+        if kind == "message":
+            self.last_alive = time.time()
+            if channel == self.probe_channel:
+                self._probe_sent = None
+            else:
+                self.listener.deliver(channel, text(message.get("data")))
+        elif kind == "subscribe":
+            left = self._outstanding.get(channel, 0) - 1
+            if left > 0:
+                self._outstanding[channel] = left
+                return  # the reply to an earlier SUBSCRIBE: the latest is still on its way
+            self._outstanding.pop(channel, None)
+            if channel in self._requested:
+                self.wanted.confirm(channel)
+
+    def _wait(self, timeout: float) -> tuple[bool, bool]:
+        """Until the socket is readable, the core wants other channels (woken),
+        or ``timeout``. Bytes redis-py already holds count as readable."""
+        connection = self.pubsub.connection
+        if connection is None:
+            raise redis.ConnectionError("pub/sub connection is gone")
+        if connection.can_read(timeout=0):
+            return True, False
+        fd = connection_fileno(connection)
+        readable, _, _ = select.select([fd, self.wanted.wake_fd], [], [], timeout)
+        return fd in readable, self.wanted.wake_fd in readable
+
+    # -- liveness ----------------------------------------------------------------
+
+    def _idle_timeout(self) -> float:
+        now = time.monotonic()
+        if self._probe_sent is not None:
+            return max(0.0, self._probe_sent + self.settings.probe_timeout - now)
+        return max(0.0, self._last_traffic + self.settings.probe_interval - now)
+
+    def _check_probe(self) -> None:
+        now = time.monotonic()
+        if self._probe_sent is not None:
+            if now - self._probe_sent > self.settings.probe_timeout:
+                raise ProbeFailed(f"no probe back in {self.settings.probe_timeout:g}s")
+        elif now - self._last_traffic > self.settings.probe_interval:
+            self._probe_sent = now
+            if self.client.publish(self.probe_channel, b"probe") == 0:
+                # Redis says nobody is subscribed: our connection is gone
+                # server-side (CLIENT KILL, restart) even if the socket looks fine.
+                raise ProbeFailed("probe channel has no subscriber")

@@ -1,0 +1,68 @@
+"""What one app needs at request time, kept in ``app.extensions["notifier"]``."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import gevent
+from flask import current_app
+
+from .channels import ChannelNames
+from .config import Config
+from .core import Core
+from .drain import drain_streams
+from .metrics import Metrics, SubscriberGauges
+from .validation import Limits
+
+log = logging.getLogger("notifier")
+
+
+class NotifierState:
+    def __init__(self, config: Config, core: Core, metrics: Metrics, names: ChannelNames, gauges: SubscriberGauges):
+        self.config = config
+        self.core = core
+        self.metrics = metrics
+        self.names = names
+        self.subscriber_gauges = gauges
+        self.limits = Limits(config.max_payload_bytes, config.max_batch, config.max_recipients)
+        self.draining = False
+        self._drainer: gevent.Greenlet | None = None
+
+    @property
+    def hub(self) -> Any:
+        return self.core.hub
+
+    def start(self) -> None:
+        """Start delivering in this process: the broker's greenlet and the
+        subscriber gauges. Call in the process that serves (a worker), never
+        in one that forks afterwards."""
+        self.core.start()
+        if self.config.uses_redis:
+            # Each worker keeps its own subscriber gauges current (not only the one a scrape lands on).
+            self.subscriber_gauges.start(self.core)
+
+    def stop(self) -> None:
+        self.subscriber_gauges.stop()
+        self.core.stop()
+
+    def drain(self, window: float | None = None) -> None:
+        """Start closing every stream, spread over ``window`` seconds (see
+        ``drain.py``). New streams are refused from now on (503 + Retry-After)."""
+        if self.draining:
+            return
+        self.draining = True
+        self.metrics.draining.set(1)
+        window = self.config.drain_seconds if window is None else window
+        self._drainer = gevent.spawn(drain_streams, self.core.hub, self.config.retry_ms, window)
+
+    def wait_drained(self, timeout: float) -> bool:
+        if self._drainer is None:
+            return True
+        self._drainer.join(timeout)
+        return self._drainer.dead
+
+
+def current_state() -> NotifierState:
+    state: Any = current_app.extensions["notifier"]
+    return state

@@ -1,0 +1,147 @@
+"""The ``Broker`` and ``History`` protocols, each held to one contract run
+against the memory and the Redis implementation (a real redis-server,
+unique key prefix per test). The core is left out: a recording listener
+stands in for it (our own seam)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from notifier.broker import Broker, CatchUp, History
+from notifier.broker.memory import MemoryBroker, MemoryHistory
+from notifier.broker.redis import RedisBroker
+from notifier.broker.redis_history import RedisHistory
+from notifier.broker.redis_session import SessionSettings
+from notifier.broker.redis_store import RedisStore, make_client
+from notifier.channels import ChannelNames
+from notifier.errors import BrokerUnavailable
+from notifier.events import BROADCAST, Target, parse_event_id
+
+from .support.cores import note, pump_until
+
+
+@dataclass
+class Listener:
+    received: list[tuple[str, str]] = field(default_factory=list)
+    sessions: int = 0
+
+    def deliver(self, channel: str, payload: str) -> None:
+        self.received.append((channel, payload))
+
+    def resubscribed(self) -> None:
+        self.sessions += 1
+
+
+@dataclass
+class Backend:
+    names: ChannelNames
+    broker: Broker
+    history: History
+    listener: Listener
+
+
+@pytest.fixture(params=["memory", "redis"])
+def backend(request: Any, prefix: str) -> Iterator[Backend]:
+    names = ChannelNames(prefix)
+    broker: Any
+    history: Any
+    if request.param == "memory":
+        history = MemoryHistory(history_max_events=5, replay_max_events=50)
+        broker = MemoryBroker(names, history)
+    else:
+        client = make_client(request.getfixturevalue("redis_server").url, 2)
+        broker = RedisBroker(names, RedisStore(client, names, history_max_events=5), SessionSettings(2, 0.5, 1))
+        history = RedisHistory(client, names, replay_max_events=50)
+    listener = Listener()
+    broker.start(listener)
+    pump_until(lambda: broker.health().ok)
+    yield Backend(names, broker, history, listener)
+    broker.stop()
+
+
+def test_a_subscribed_channel_reaches_the_listener_once_in_order(backend: Backend) -> None:
+    alice = backend.names.user("alice")
+    backend.broker.subscribe([alice])
+    published = [backend.broker.publish(note(Target("user", "alice"), f"m{i}"))[0] for i in range(3)]
+    backend.broker.publish(note(Target("user", "bob")))
+    assert all(p.receivers == 1 for p in published)
+    pump_until(lambda: len(backend.listener.received) >= 3)
+    channels = [channel for channel, _payload in backend.listener.received]
+    ids = [payload[7:payload.index('"', 7)] for _channel, payload in backend.listener.received]
+    assert channels == [alice] * 3 and ids == [p.id for p in published], "bob's event is not for this worker"
+
+
+def test_unsubscribe_stops_delivery_and_reports_no_receiver(backend: Backend) -> None:
+    alice = backend.names.user("alice")
+    backend.broker.subscribe([alice])
+    backend.broker.unsubscribe([alice])
+    # Redis: the UNSUBSCRIBE is sent by the owner greenlet; wait until the server agrees.
+    pump_until(lambda: backend.broker.publish(note(Target("user", "alice")))[0].receivers == 0)
+    before = len(backend.listener.received)
+    backend.broker.publish(note(Target("user", "alice")))
+    pump_until(lambda: True)
+    assert len(backend.listener.received) == before
+
+
+def test_health_names_the_broker_and_is_ok_when_started(backend: Backend) -> None:
+    health = backend.broker.health()
+    assert health.ok and health.reason == "ok" and health.broker in ("memory", "redis")
+
+
+def test_publish_is_all_or_nothing_and_ids_increase_across_channels(backend: Backend) -> None:
+    batch = note(Target("user", "u1")) + note(BROADCAST) + note(Target("topic", "orders:1"))
+    ids = [parse_event_id(p.id) for p in backend.broker.publish(batch)]
+    assert ids == sorted(ids) and len(set(ids)) == 3
+    assert backend.history.last_id() == ids[-1]
+
+
+def test_history_replays_after_an_id_and_pages_newest_first(backend: Backend) -> None:
+    names, broker, history = backend.names, backend.broker, backend.history
+    first = broker.publish(note(Target("user", "carol"), "0"))[0]
+    later = [broker.publish(note(Target("user", "carol"), str(i)))[0].id for i in range(1, 4)]
+    channels = names.for_subscriber("carol", [])
+    replay = history.replay(channels, parse_event_id(first.id))  # type: ignore[arg-type]
+    assert not replay.reset and [d.id for d in replay.events] == [parse_event_id(i) for i in later]
+    page = history.recent(channels, None, 2)
+    assert [d.id for d in page] == [parse_event_id(later[2]), parse_event_id(later[1])]
+    assert history.replay(channels, (history.last_id()[0] + 60_000, 0)).reason == "unknown_id"
+
+
+def test_history_catch_up_reads_between_two_ids_and_finds_trimmed_channels(backend: Backend) -> None:
+    history = backend.history
+    assert isinstance(history, CatchUp), "both histories can serve a subscriber's catch-up"
+    names, broker = backend.names, backend.broker
+    start = history.last_id()
+    quiet, busy = names.user("quiet"), names.user("busy")
+    kept = [broker.publish(note(Target("user", "quiet"), "q"))[0].id, broker.publish(note(Target("user", "busy"), "b"))[0].id]
+    upto = history.last_id()
+    broker.publish(note(Target("user", "quiet"), "after the cut"))
+    found = history.between([quiet, busy], start, upto)
+    assert [(channel, d.id) for channel, d in found] == [(quiet, parse_event_id(kept[0])), (busy, parse_event_id(kept[1]))]
+    assert history.gaps([quiet, busy], upto) == []
+    for _ in range(10):  # the history keeps 5 per channel
+        broker.publish(note(Target("user", "busy")))
+    assert history.gaps([quiet, busy], upto) == [busy]
+
+
+def test_redis_subscribe_is_bounded_when_redis_is_gone(prefix: str) -> None:
+    """No confirmation in time is an error the core can roll back, never a hang."""
+    from .support.processes import RedisServer
+
+    server = RedisServer().start()
+    names = ChannelNames(prefix)
+    broker = RedisBroker(names, RedisStore(make_client(server.url, 0.5), names), SessionSettings(0.5, 0.2, 0.2),
+                         subscribe_timeout=0.5)
+    broker.start(Listener())
+    try:
+        pump_until(lambda: broker.health().ok)
+        server.stop()
+        pump_until(lambda: not broker.health().ok)
+        with pytest.raises(BrokerUnavailable):
+            broker.subscribe([names.user("alice")])
+    finally:
+        broker.stop()
