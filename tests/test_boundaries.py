@@ -8,18 +8,41 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterator
 
+import gevent
 import pytest
 
 from notifier import create_app
 from notifier.auth import pattern_allows
-from notifier.events import Delivery
-from notifier.hub import CloseReason, Subscription
+from notifier.broker.redis import RedisBroker
+from notifier.channels import ChannelNames
+from notifier.events import Delivery, Limits, format_event_id, parse_event_id, validate_notification
+from notifier.hub import CloseReason, Hub, Subscription
 
 from .conftest import make_config
 from .support import tokens
+from .support.redis_proxy import RedisProxy
+from .support.sse import SSEParser
 from .test_api_events import assert_json_error, open_stream, publish
+
+TS = "2026-01-01T00:00:00.000Z"
+
+
+def pump_until(predicate, timeout: float = 5.0, message: str = "condition") -> None:
+    """Let the broker's greenlet run (this process is not monkey-patched).
+
+    ``gevent.sleep(0)``, not a timed sleep: unpatched, the broker's loop
+    blocks up to 20 ms in each socket poll and yields with ``sleep(0)``, a
+    callback; gevent runs 50 callbacks before it looks at its timers, so a
+    timed sleep of ours came back only after about a second."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{message}: not met in {timeout} s")
+        gevent.sleep(0)
+
 
 # --------------------------------------------------------------------------
 # 1. A topic grant without `*` is that name only, never a prefix
@@ -172,3 +195,126 @@ def test_the_drain_gives_each_stream_a_jittered_retry_within_the_documented_spre
     finally:
         state.metrics.draining.set(0)
         state.broker.stop()
+
+
+# --------------------------------------------------------------------------
+# 5. After a reconnect, the user's channel is subscribed again, live
+# --------------------------------------------------------------------------
+
+
+def test_after_a_reconnect_the_users_channel_is_resubscribed_and_delivers_live(redis_server, prefix) -> None:
+    proxy = RedisProxy(redis_server.port)
+    hub, names = Hub(), ChannelNames(prefix)
+    broker = RedisBroker(hub, names, proxy.url, socket_timeout=2, probe_interval=0.2, probe_timeout=0.5)
+    direct = redis_server.client()  # not through the proxy
+
+    def numsub(channel: str) -> int:
+        return dict(direct.pubsub_numsub(channel))[channel.encode()]
+
+    channel = names.user("alice")
+    try:
+        broker.start()
+        pump_until(lambda: broker.ready()[0], message="broker ready")
+        alice = Subscription("alice", names.for_subscriber("alice", []), 100)
+        broker.attach(alice)
+        assert numsub(channel) == 1
+        before = broker.reconnects
+        assert proxy.sever_pubsub() == 1  # Redis drops the subscriber; the client's side stays open, silent
+        pump_until(lambda: broker.reconnects > before and broker.ready()[0], message="reconnected")
+        assert numsub(channel) == 1, "the user's channel is subscribed again, not only broadcast and the probe"
+        assert numsub(names.broadcast) == 1
+
+        # A new event arrives live: no session starts (so no catch-up from
+        # history) while it travels.
+        reconnects = broker.reconnects
+        [sent] = broker.publish(validate_notification({"user_id": "alice", "message": "live"}, Limits(), TS))
+        got: list[Delivery] = []
+        pump_until(lambda: bool(got.extend(alice.take()) or got), timeout=2, message="the live event")
+        assert [format_event_id(d.id) for d in got] == [sent.id]
+        assert broker.reconnects == reconnects, "delivered by pub/sub, not by a catch-up after another reconnect"
+    finally:
+        broker.stop()
+        proxy.close()
+        direct.close()
+
+
+# --------------------------------------------------------------------------
+# 6. Heartbeats keep coming after the first one
+# --------------------------------------------------------------------------
+
+
+def test_a_silent_stream_gets_a_heartbeat_every_interval_not_one_then_the_deadline() -> None:
+    # The deadline (1.275-1.5 s, jittered) is well after two heartbeats (0.2 s each).
+    app = create_app(make_config(heartbeat_seconds=0.2, max_stream_seconds=1.5))
+    try:
+        response, chunks = open_stream(app.test_client(), tokens.bearer(tokens.token("alice")))
+        next(chunks)
+        started = time.monotonic()
+        heartbeats = []
+        for chunk in chunks:
+            assert chunk == b":\n\n"
+            heartbeats.append(time.monotonic() - started)
+            if len(heartbeats) == 2:
+                break
+        assert len(heartbeats) == 2, "the stream ended after one heartbeat"
+        assert heartbeats[1] < 0.7, f"two heartbeats took {heartbeats[1]:.2f} s (about 2 x 0.2 s expected)"
+        response.close()
+    finally:
+        app.extensions["notifier"].broker.stop()
+
+
+# --------------------------------------------------------------------------
+# 7. The replay-to-live hand-over delivers an in-between event exactly once
+# --------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["memory", "redis"])
+def any_app(request, prefix) -> Iterator:
+    overrides: dict[str, object] = {}
+    if request.param == "redis":
+        overrides = dict(redis_url=request.getfixturevalue("redis_server").url, redis_prefix=prefix)
+    app = create_app(make_config(**overrides))
+    state = app.extensions["notifier"]
+    if request.param == "redis":
+        pump_until(lambda: state.broker.ready()[0], message="broker ready")
+    yield app
+    state.broker.stop()
+
+
+def test_an_event_published_between_attach_and_history_read_is_delivered_once(any_app, monkeypatch) -> None:
+    client = any_app.test_client()
+    state = any_app.extensions["notifier"]
+    resume_from, first = [publish(client, {"user_id": "alice", "message": m}).get_json()["published"][0]["id"]
+                          for m in ("seen", "missed")]
+    original_replay = state.broker.replay
+    in_between: list[str] = []
+
+    def publish_then_replay(channels, after):
+        """Our seam: the stream is attached, its history not read yet."""
+        [sent] = state.broker.publish(validate_notification({"user_id": "alice", "message": "in between"},
+                                                            Limits(), TS))
+        in_between.append(sent.id)
+        sent_id = parse_event_id(sent.id)
+        # The live copy is queued (Redis: once the subscriber greenlet has it)
+        # before the history is read, which then holds the event too.
+        pump_until(lambda: any(d.id == sent_id for sub in state.hub.subscriptions() for d in sub.queue),
+                   message="the live copy queued")
+        return original_replay(channels, after)
+
+    monkeypatch.setattr(state.broker, "replay", publish_then_replay)
+    # The replay after `resume_from` has `first` and the in-between event.
+    response, chunks = open_stream(client, {**tokens.bearer(tokens.token("alice")), "Last-Event-ID": resume_from})
+    assert response.status_code == 200 and len(in_between) == 1
+    parser = SSEParser()
+    received = parser.feed(next(chunks).decode())
+    assert [(e.event, e.id) for e in received] == [("notification", first), ("notification", in_between[0])], \
+        "both replayed with the first chunk (no reset)"
+    last = publish(client, {"user_id": "alice", "message": "after"}).get_json()["published"][0]["id"]
+    deadline = time.monotonic() + 5
+    while last not in [e.id for e in received]:
+        assert time.monotonic() < deadline, "the live event never came"
+        received += parser.feed(next(chunks).decode())
+    response.close()
+    assert [e.id for e in received] == [first, in_between[0], last], "each exactly once, in order"
+
+
