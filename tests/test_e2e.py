@@ -11,6 +11,7 @@ import requests
 
 from .support import tokens
 from .support.processes import Gunicorn, RedisServer, wait_until
+from .support.refusals import get_refusal
 from .support.sse import SSEConnection
 
 pytestmark = pytest.mark.e2e
@@ -125,8 +126,8 @@ def test_topic_subscription_and_publisher_receivers(stack) -> None:
     alice = connect(server, "alice", topics=["orders:*"])
     bob = connect(server, "bob")
     try:
-        response = requests.get(server.url + "/v1/events?topic=orders:9", headers=tokens.bearer(tokens.token("bob")),
-                                timeout=5)
+        response = get_refusal(server.url + "/v1/events?topic=orders:9", headers=tokens.bearer(tokens.token("bob")),
+                               timeout=5)
         assert response.status_code == 403 and response.json()["error"]["code"] == "forbidden"
         alice.close()
         alice = SSEConnection(server.url + "/v1/events?topic=orders:9",

@@ -23,6 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from .support import tokens
 from .support.processes import Gunicorn, RedisServer, wait_until
+from .support.refusals import get_refusal
 from .support.sse import SSEConnection
 
 pytestmark = pytest.mark.e2e
@@ -282,7 +283,7 @@ def test_each_metric_moves_with_what_it_counts(stack) -> None:
     wait_until(lambda: delta("notifier_stream_disconnects_total", reason="token_expired") == 1, 5, message="token_expired")
 
     # Refused credentials and failed publishes, by endpoint and status.
-    assert requests.get(server.url + "/v1/events", headers=tokens.bearer("nope"), timeout=5).status_code == 401
+    assert get_refusal(server.url + "/v1/events", headers=tokens.bearer("nope"), timeout=5).status_code == 401
     assert requests.get(server.url + "/v1/notifications", timeout=5).status_code == 401
     assert requests.post(server.url + "/v1/publish", json={"user_id": "x", "message": "m"},
                          headers=tokens.bearer(tokens.token("alice")), timeout=5).status_code == 403
@@ -391,7 +392,7 @@ def test_logs_are_json_with_request_ids_and_never_a_token(stack) -> None:
     user_token = tokens.token("logcarol")
     publisher_token = tokens.publisher("logbilling")
     # A token in the query string is refused, and must not be logged either.
-    refused = requests.get(server.url + "/v1/events", params={"access_token": user_token}, timeout=5)
+    refused = get_refusal(server.url + "/v1/events", params={"access_token": user_token}, timeout=5)
     assert refused.status_code == 401
     generated = refused.headers["X-Request-ID"]
     assert re.fullmatch(r"[0-9a-f]{32}", generated)
@@ -439,8 +440,8 @@ def test_unexpected_errors_are_json_500_without_a_stack_trace(stack) -> None:
     client.xadd("notifier:history:user:mallory", {"d": "{not json"}, id=f"{newest_ms - 1}-7")
     user_token = tokens.token("mallory")
     for path, headers in (("/v1/notifications", {}), ("/v1/events", {"Last-Event-ID": f"{newest_ms - 5000}-0"})):
-        response = requests.get(server.url + path, headers={**tokens.bearer(user_token), **headers,
-                                                            "X-Request-ID": "req-boom" + path.replace("/", "-")}, timeout=5)
+        response = get_refusal(server.url + path, headers={**tokens.bearer(user_token), **headers,
+                                                           "X-Request-ID": "req-boom" + path.replace("/", "-")}, timeout=5)
         assert response.status_code == 500, (path, response.status_code, response.text)
         assert response.json() == {"error": {"code": "internal_error", "message": "internal server error"}}
         assert "Traceback" not in response.text and "File " not in response.text
