@@ -16,13 +16,14 @@ import pytest
 
 from notifier import create_app
 from notifier.auth import pattern_allows
-from notifier.broker.redis import RedisBroker
 from notifier.channels import ChannelNames
-from notifier.events import Delivery, Limits, format_event_id, parse_event_id, validate_notification
-from notifier.hub import CloseReason, Hub, Subscription
+from notifier.events import Delivery, format_event_id, parse_event_id
+from notifier.hub import CloseReason, Subscription
+from notifier.validation import Limits, validate_notification
 
 from .conftest import make_config
 from .support import tokens
+from .support.cores import make_core
 from .support.redis_proxy import RedisProxy
 from .support.sse import SSEParser
 from .test_api_events import assert_json_error, open_stream, publish
@@ -120,7 +121,7 @@ def _data_size(data: dict) -> int:
 def small_limit_client() -> Iterator:
     app = create_app(make_config(max_payload_bytes=LIMIT))
     yield app.test_client()
-    app.extensions["notifier"].broker.stop()
+    app.extensions["notifier"].stop()
 
 
 # Multi-byte characters, so a size counted in characters (not bytes) fails too.
@@ -194,7 +195,7 @@ def test_the_drain_gives_each_stream_a_jittered_retry_within_the_documented_spre
         assert len(set(farewells)) > 5, f"no spread: {sorted(farewells)}"
     finally:
         state.metrics.draining.set(0)
-        state.broker.stop()
+        state.stop()
 
 
 # --------------------------------------------------------------------------
@@ -204,8 +205,8 @@ def test_the_drain_gives_each_stream_a_jittered_retry_within_the_documented_spre
 
 def test_after_a_reconnect_the_users_channel_is_resubscribed_and_delivers_live(redis_server, prefix) -> None:
     proxy = RedisProxy(redis_server.port)
-    hub, names = Hub(), ChannelNames(prefix)
-    broker = RedisBroker(hub, names, proxy.url, socket_timeout=2, probe_interval=0.2, probe_timeout=0.5)
+    names = ChannelNames(prefix)
+    broker = make_core(proxy.url, prefix, redis_socket_timeout=2, probe_interval_seconds=0.2, probe_timeout_seconds=0.5)
     direct = redis_server.client()  # not through the proxy
 
     def numsub(channel: str) -> int:
@@ -213,25 +214,23 @@ def test_after_a_reconnect_the_users_channel_is_resubscribed_and_delivers_live(r
 
     channel = names.user("alice")
     try:
-        broker.start()
-        pump_until(lambda: broker.ready()[0], message="broker ready")
         alice = Subscription("alice", names.for_subscriber("alice", []), 100)
-        broker.attach(alice)
+        broker.subscribe(alice)
         assert numsub(channel) == 1
-        before = broker.reconnects
+        before = broker.health().reconnects
         assert proxy.sever_pubsub() == 1  # Redis drops the subscriber; the client's side stays open, silent
-        pump_until(lambda: broker.reconnects > before and broker.ready()[0], message="reconnected")
+        pump_until(lambda: broker.health().reconnects > before and broker.health().ok, message="reconnected")
         assert numsub(channel) == 1, "the user's channel is subscribed again, not only broadcast and the probe"
         assert numsub(names.broadcast) == 1
 
         # A new event arrives live: no session starts (so no catch-up from
         # history) while it travels.
-        reconnects = broker.reconnects
+        reconnects = broker.health().reconnects
         [sent] = broker.publish(validate_notification({"user_id": "alice", "message": "live"}, Limits(), TS))
         got: list[Delivery] = []
         pump_until(lambda: bool(got.extend(alice.take()) or got), timeout=2, message="the live event")
         assert [format_event_id(d.id) for d in got] == [sent.id]
-        assert broker.reconnects == reconnects, "delivered by pub/sub, not by a catch-up after another reconnect"
+        assert broker.health().reconnects == reconnects, "delivered by pub/sub, not by a catch-up after another reconnect"
     finally:
         broker.stop()
         proxy.close()
@@ -260,7 +259,7 @@ def test_a_silent_stream_gets_a_heartbeat_every_interval_not_one_then_the_deadli
         assert heartbeats[1] < 0.7, f"two heartbeats took {heartbeats[1]:.2f} s (about 2 x 0.2 s expected)"
         response.close()
     finally:
-        app.extensions["notifier"].broker.stop()
+        app.extensions["notifier"].stop()
 
 
 # --------------------------------------------------------------------------
@@ -276,9 +275,9 @@ def any_app(request, prefix) -> Iterator:
     app = create_app(make_config(**overrides))
     state = app.extensions["notifier"]
     if request.param == "redis":
-        pump_until(lambda: state.broker.ready()[0], message="broker ready")
+        pump_until(lambda: state.core.health().ok, message="broker ready")
     yield app
-    state.broker.stop()
+    state.stop()
 
 
 def test_an_event_published_between_attach_and_history_read_is_delivered_once(any_app, monkeypatch) -> None:
@@ -286,12 +285,12 @@ def test_an_event_published_between_attach_and_history_read_is_delivered_once(an
     state = any_app.extensions["notifier"]
     resume_from, first = [publish(client, {"user_id": "alice", "message": m}).get_json()["published"][0]["id"]
                           for m in ("seen", "missed")]
-    original_replay = state.broker.replay
+    original_replay = state.core.history.replay
     in_between: list[str] = []
 
     def publish_then_replay(channels, after):
         """Our seam: the stream is attached, its history not read yet."""
-        [sent] = state.broker.publish(validate_notification({"user_id": "alice", "message": "in between"},
+        [sent] = state.core.publish(validate_notification({"user_id": "alice", "message": "in between"},
                                                             Limits(), TS))
         in_between.append(sent.id)
         sent_id = parse_event_id(sent.id)
@@ -301,7 +300,7 @@ def test_an_event_published_between_attach_and_history_read_is_delivered_once(an
                    message="the live copy queued")
         return original_replay(channels, after)
 
-    monkeypatch.setattr(state.broker, "replay", publish_then_replay)
+    monkeypatch.setattr(state.core.history, "replay", publish_then_replay)
     # The replay after `resume_from` has `first` and the in-between event.
     response, chunks = open_stream(client, {**tokens.bearer(tokens.token("alice")), "Last-Event-ID": resume_from})
     assert response.status_code == 200 and len(in_between) == 1
