@@ -1,4 +1,5 @@
-"""The error hierarchy, and the one place where errors become HTTP responses.
+"""The error hierarchy, and what each error looks like as an HTTP response
+(status, headers, JSON body); ``api/errors.py`` hands these to Flask.
 
 Every error a client can cause is a ``NotifierError`` with a status, a stable
 machine-readable ``code`` and, where one field is at fault, its name. The
@@ -9,10 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:  # pragma: no cover
-    from flask import Flask, Response
+from typing import Any
 
 log = logging.getLogger("notifier.errors")
 
@@ -119,35 +117,3 @@ def notifier_error_parts(error: NotifierError) -> tuple[int, list[tuple[str, str
 
 
 INTERNAL_ERROR_BODY = {"error": {"code": "internal_error", "message": "internal server error"}}
-
-
-def _flask_response(parts: tuple[int, list[tuple[str, str]], bytes]) -> Response:
-    from flask import Response
-
-    status, headers, body = parts
-    return Response(body, status, headers)
-
-
-def error_response(error: NotifierError) -> Response:
-    """The JSON response for one of our errors (standalone or mounted)."""
-    return _flask_response(notifier_error_parts(error))
-
-
-def register_error_handlers(app: Flask) -> None:
-    """Map NotifierError and every HTTP / unexpected error to a JSON body."""
-    from werkzeug.exceptions import HTTPException
-
-    app.register_error_handler(NotifierError, error_response)
-
-    @app.errorhandler(HTTPException)
-    def _http_error(error: HTTPException) -> Response:
-        code = (error.name or "error").lower().replace(" ", "_")
-        status = error.code or 500
-        # Keep headers such as Allow (405) but not the HTML content type.
-        headers = {name: value for name, value in error.get_headers() if name.lower() != "content-type"}
-        return _flask_response(error_parts(status, {"error": {"code": code, "message": error.description or error.name}}, headers))
-
-    @app.errorhandler(Exception)
-    def _unexpected(error: Exception) -> Response:
-        log.exception("unhandled error")
-        return _flask_response(error_parts(500, INTERNAL_ERROR_BODY))

@@ -11,7 +11,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 def register_blueprints(app: Flask, state: NotifierState, *, standalone: bool) -> None:
-    from ..errors import NotifierError, error_response, register_error_handlers
+    from ..errors import NotifierError
+    from .errors import error_response, register_error_handlers
     from . import devpage, events, health, publish
 
     blueprints = [events.bp, publish.bp, health.bp]
