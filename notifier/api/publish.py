@@ -101,6 +101,7 @@ def reply_body(published: list[Published]) -> bytes:
 def publish() -> Response:
     state = current_state()
     metrics = state.metrics
+    metrics.publish_requests.inc()
     try:
         try:
             publisher = authenticate_publisher()
@@ -143,6 +144,7 @@ class LeanPublish:
         started = time.monotonic()
         state = self.state
         request_id = request_id_from(environ.get("HTTP_X_REQUEST_ID"))
+        state.metrics.publish_requests.inc()
         try:
             body = read_body(length, environ["wsgi.input"], state.limits.max_body_bytes)
             reply = accept(state, publisher, body, environ.get("CONTENT_TYPE"))
