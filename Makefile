@@ -18,7 +18,7 @@ venv: $(STAMP)
 run: venv
 	$(VENV)/bin/gunicorn -c gunicorn.conf.py wsgi:app
 
-## test: lint, type-check and the whole suite (starts its own redis-server, gunicorn, nginx, chromium)
+## test: lint, type-check and the whole suite (starts its own redis-server, gunicorn, nginx, chromium, prometheus)
 test: venv
 	./scripts/ensure-system-deps
 	$(PY) -m ruff check .

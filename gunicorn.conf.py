@@ -106,6 +106,7 @@ def post_worker_init(worker):
     # One send per small response and per SSE chunk (notifier/gunicorn_writes.py).
     from notifier.gunicorn_writes import install
     from notifier.worker_gc import PauseRecorder, tune_for_streams
+    from notifier.worker_resources import ResourceSampler
 
     install()
     # Shorter and fewer full garbage collections (notifier/worker_gc.py).
@@ -115,6 +116,8 @@ def post_worker_init(worker):
         return
     # Started after the startup collection: that one stops nobody.
     PauseRecorder(state.metrics.gc_pause).start()
+    # The worker's CPU and memory (prometheus_client's process metrics see one worker only).
+    ResourceSampler(state.metrics).start()
 
     def watch():
         while worker.alive:

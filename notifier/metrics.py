@@ -33,6 +33,7 @@ AUTH_ENDPOINTS = ("events", "notifications", "publish")
 RESET_REASONS = ("unknown_id", "too_old", "too_many", "history_lost")
 STREAM_REJECTION_STATUSES = ("400", "401", "403", "503")
 PUBLISH_ERROR_STATUSES = ("400", "401", "403", "413", "415", "422", "503")
+READINESS_FAILURE_REASONS = ("broker", "draining")
 GC_GENERATIONS = ("0", "1", "2")
 GC_PAUSE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -69,6 +70,18 @@ class Metrics:
             registry=r, multiprocess_mode="livemin")
         self.auth_failures = Counter("notifier_auth_failures_total", "Rejected credentials, by endpoint", ["endpoint"], registry=r)
         self.publish_errors = Counter("notifier_publish_errors_total", "Failed publish requests, by HTTP status", ["status"], registry=r)
+        self.publish_requests = Counter(
+            "notifier_publish_requests_total", "Publish requests received, accepted or not", registry=r)
+        self.readiness_failures = Counter(
+            "notifier_readiness_failures_total", "/readyz answered 503, by reason", ["reason"], registry=r)
+        self.worker_cpu = Counter(
+            "notifier_worker_cpu_seconds_total", "CPU time (user + system) the workers used", registry=r)
+        self.worker_memory = Gauge(
+            "notifier_worker_resident_memory_bytes", "Resident memory of the live workers, summed",
+            registry=r, multiprocess_mode="livesum")
+        self.memory_limit = Gauge(
+            "notifier_memory_limit_bytes", "Memory the pod may use: its cgroup limit, else the machine's memory",
+            registry=r, multiprocess_mode="livemax")
         self.draining = Gauge("notifier_draining", "1 while this worker drains for shutdown", registry=r,
                               multiprocess_mode="livemax")
         self.gc_pause = Histogram(
@@ -88,6 +101,8 @@ class Metrics:
             self.stream_rejections.labels(status)
         for status in PUBLISH_ERROR_STATUSES:
             self.publish_errors.labels(status)
+        for reason in READINESS_FAILURE_REASONS:
+            self.readiness_failures.labels(reason)
         self.deliveries = DeliveryRecorder(self)
 
     def exposition(self) -> tuple[bytes, str]:

@@ -157,7 +157,7 @@ def test_heartbeat_comments_keep_the_stream_alive() -> None:
         assert 0.5 < time.monotonic() - started < 1.2
         response.close()
     finally:
-        app.extensions["notifier"].broker.stop()
+        app.extensions["notifier"].stop()
 
 
 def test_stream_ends_when_the_token_expires(client, app) -> None:

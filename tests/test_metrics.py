@@ -1,14 +1,18 @@
 """Metrics in one process (the app and the werkzeug client; the multi-worker
 behaviour is in test_operations.py): the drain's disconnect reason and the
-subscriber gauges each worker keeps current."""
+subscriber gauges each worker keeps current, readiness failures, publish
+requests and each worker's CPU and memory."""
 
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 
 from notifier import create_app
 from notifier.broker import Health
 from notifier.metrics import SubscriberGauges, process_metrics
+from notifier.worker_resources import ResourceSampler, memory_limit_bytes, resident_bytes
 
 from .conftest import make_config
 from .support import tokens
@@ -73,3 +77,59 @@ def test_subscriber_gauges_follow_health_reconnects_and_liveness() -> None:
     gauges.refresh(broker)
     assert sample("notifier_subscriber_up") == 0
     assert sample("notifier_subscriber_probe_age_seconds") >= 59, "the age keeps growing while the subscriber is down"
+
+
+def test_readiness_failures_count_by_reason() -> None:
+    app = create_app(make_config())
+    state = app.extensions["notifier"]
+    client = app.test_client()
+    try:
+        before = sample("notifier_readiness_failures_total", reason="draining")
+        assert client.get("/readyz").status_code == 200
+        assert sample("notifier_readiness_failures_total", reason="draining") == before
+        state.drain(window=0)
+        assert client.get("/readyz").status_code == 503
+        assert sample("notifier_readiness_failures_total", reason="draining") == before + 1
+    finally:
+        state.metrics.draining.set(0)
+        state.stop()
+
+
+def test_publish_requests_count_accepted_and_refused_ones() -> None:
+    app = create_app(make_config())
+    client = app.test_client()
+    try:
+        before = sample("notifier_publish_requests_total")
+        publisher = tokens.bearer(tokens.publisher())
+        assert client.post("/v1/publish", json={"user_id": "u", "message": "m"}, headers=publisher).status_code == 202
+        assert client.post("/v1/publish", json={"message": "no target"}, headers=publisher).status_code == 422
+        assert client.post("/v1/publish", json={"user_id": "u", "message": "m"}).status_code == 401
+        assert sample("notifier_publish_requests_total") == before + 3
+    finally:
+        app.extensions["notifier"].stop()
+
+
+def test_resource_sampler_counts_cpu_and_memory(tmp_path: Path) -> None:
+    metrics = process_metrics()
+    sampler = ResourceSampler(metrics)
+    cpu = sample("notifier_worker_cpu_seconds_total")
+    sampler.sample()  # a new sampler counts the process's CPU since it started
+    first = sample("notifier_worker_cpu_seconds_total")
+    assert first > cpu
+    deadline = time.process_time() + 0.05
+    while time.process_time() < deadline:
+        pass
+    sampler.sample()
+    assert sample("notifier_worker_cpu_seconds_total") >= first + 0.05
+    assert sample("notifier_worker_resident_memory_bytes") > 1 << 20
+    assert resident_bytes() > 1 << 20
+
+    physical = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    limited, unlimited_v2, unlimited_v1 = tmp_path / "limited", tmp_path / "v2", tmp_path / "v1"
+    limited.write_text("1073741824\n")
+    unlimited_v2.write_text("max\n")
+    unlimited_v1.write_text("9223372036854771712\n")
+    assert memory_limit_bytes((str(limited),)) == min(1 << 30, physical)
+    assert memory_limit_bytes((str(unlimited_v2), str(tmp_path / "missing"))) == physical
+    assert memory_limit_bytes((str(unlimited_v1),)) == physical
+    assert 0 < memory_limit_bytes() <= physical

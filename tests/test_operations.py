@@ -49,6 +49,11 @@ REQUIRED = {
     "notifier_subscriber_up": "gauge",
     "notifier_auth_failures": "counter",
     "notifier_publish_errors": "counter",
+    "notifier_publish_requests": "counter",
+    "notifier_readiness_failures": "counter",
+    "notifier_worker_cpu_seconds": "counter",
+    "notifier_worker_resident_memory_bytes": "gauge",
+    "notifier_memory_limit_bytes": "gauge",
     "notifier_draining": "gauge",
     "notifier_gc_pause_seconds": "histogram",
 }

@@ -12,8 +12,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 def register_blueprints(app: Flask, state: NotifierState, *, standalone: bool) -> None:
     from ..errors import NotifierError
-    from .errors import error_response, register_error_handlers
     from . import devpage, events, health, publish
+    from .errors import error_response, register_error_handlers
 
     blueprints = [events.bp, publish.bp, health.bp]
     if state.config.dev_mode and state.config.dev_page:

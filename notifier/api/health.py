@@ -33,6 +33,7 @@ def readyz() -> Response:
     body = {"status": "ok" if ready else "unavailable", "broker": health.broker, "streams": len(state.hub)}
     if not ready:
         body["reason"] = why
+        state.metrics.readiness_failures.labels("draining" if state.draining else "broker").inc()
     response = jsonify(body)
     response.status_code = 200 if ready else 503
     response.headers["Cache-Control"] = "no-store"

@@ -72,6 +72,7 @@ def respond(state: NotifierState, authenticate: Callable[[], PublisherIdentity],
     """One publish request, start to end: status, headers and body. Every
     error, ours or not, is mapped here (and only here) for both doors."""
     metrics = state.metrics
+    metrics.publish_requests.inc()
     try:
         try:
             publisher = authenticate()

@@ -1,7 +1,8 @@
-"""Real processes for the tests: a throwaway redis-server and gunicorn with
-gevent workers, each on a free loopback port, stopped by PID.
+"""Real processes for the tests: a throwaway redis-server, gunicorn with
+gevent workers and Prometheus, each on a free loopback port, stopped by PID.
 
-redis-server missing is a loud failure, never a skip: CI installs it.
+redis-server or prometheus missing is a loud failure, never a skip: CI
+installs them (scripts/ensure-system-deps).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from bench.server import RedisServer as BenchRedisServer
 from bench.server import children_of, free_port, rss_kib
 from bench.server import wait_until as _wait_until
 
-__all__ = ["ROOT", "Gunicorn", "RedisServer", "children_of", "free_port", "rss_kib", "wait_until"]
+__all__ = ["ROOT", "Gunicorn", "Prometheus", "RedisServer", "children_of", "free_port", "rss_kib", "wait_until"]
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -150,3 +151,63 @@ class Gunicorn:
                 self.process.wait(10)
         if getattr(self, "_log", None):
             self._log.close()
+
+
+class Prometheus:
+    """Debian's ``prometheus`` with its own config and data dir in a temp dir,
+    listening on loopback only. ``config`` is the prometheus.yml to run with."""
+
+    def __init__(self, config: str, port: int | None = None):
+        binary = shutil.which("prometheus")
+        if binary is None:
+            raise RuntimeError("prometheus is not on PATH: install it (apt-get install -y prometheus); these tests never skip")
+        self.binary = binary
+        self.port = port or free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="notifier-prometheus-"))
+        (self.dir / "prometheus.yml").write_text(config)
+        self.log_path = self.dir / "prometheus.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 20) -> Prometheus:
+        import requests
+
+        self._log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(
+            [self.binary, f"--config.file={self.dir / 'prometheus.yml'}", f"--storage.tsdb.path={self.dir / 'data'}",
+             f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
+            stdout=self._log, stderr=subprocess.STDOUT, cwd=str(self.dir),
+        )
+
+        def ready() -> bool:
+            if self.process is not None and self.process.poll() is not None:
+                raise AssertionError(f"prometheus exited with {self.process.returncode}:\n{self.log()}")
+            return requests.get(self.url + "/-/ready", timeout=1).status_code == 200
+
+        try:
+            wait_until(ready, timeout, interval=0.1, message="prometheus /-/ready")
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        if getattr(self, "_log", None):
+            self._log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
