@@ -9,10 +9,9 @@ from collections.abc import Iterator
 import pytest
 
 from notifier import create_app
-from notifier.config import Config
 
+from .support.config import make_config
 from .support.processes import RedisServer
-from .support.tokens import SECRET
 
 
 @pytest.fixture(scope="session")
@@ -27,12 +26,6 @@ def redis_server() -> Iterator[RedisServer]:
 def prefix() -> str:
     """A unique key prefix per test, so tests sharing a Redis never see each other."""
     return f"t{uuid.uuid4().hex[:10]}:"
-
-
-def make_config(**overrides: object) -> Config:
-    base = dict(jwt_secret=SECRET, heartbeat_seconds=0.2, retry_ms=100)
-    base.update(overrides)
-    return Config.for_testing(**base)  # type: ignore[arg-type]
 
 
 @pytest.fixture

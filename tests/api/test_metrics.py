@@ -14,8 +14,8 @@ from notifier.broker import Health
 from notifier.metrics import SubscriberGauges, process_metrics
 from notifier.worker_resources import ResourceSampler, memory_limit_bytes, resident_bytes
 
-from .conftest import make_config
-from .support import tokens
+from ..support import tokens
+from ..support.config import make_config
 
 
 def sample(name: str, **labels: str) -> float:

@@ -8,8 +8,8 @@ import time
 
 from notifier import create_app
 
-from .conftest import make_config
-from .support import tokens
+from ..support import tokens
+from ..support.config import make_config
 
 
 def publish(client, token: str, query: str = ""):

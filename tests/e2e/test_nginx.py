@@ -27,9 +27,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from .support import tokens
-from .support.processes import ROOT, Gunicorn, RedisServer, free_port, wait_until
-from .support.sse import EventSourceClient, SSEConnection
+from ..support import tokens
+from ..support.processes import ROOT, Gunicorn, RedisServer, free_port, wait_until
+from ..support.sse import EventSourceClient, SSEConnection
 
 pytestmark = pytest.mark.e2e
 

@@ -21,12 +21,12 @@ from notifier.events import Delivery, format_event_id, parse_event_id
 from notifier.hub import CloseReason, Subscription
 from notifier.validation import Limits, validate_notification
 
-from .conftest import make_config
-from .support import tokens
-from .support.cores import make_core
-from .support.redis_proxy import RedisProxy
-from .support.sse import SSEParser
-from .test_api_events import assert_json_error, open_stream, publish
+from ..support import tokens
+from ..support.config import make_config
+from ..support.cores import make_core
+from ..support.http import assert_json_error, open_stream, publish
+from ..support.redis_proxy import RedisProxy
+from ..support.sse import SSEParser
 
 TS = "2026-01-01T00:00:00.000Z"
 

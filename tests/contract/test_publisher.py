@@ -16,7 +16,7 @@ from notifier.events import parse_event_id
 from notifier.hub import Subscription
 from notifier.validation import Limits, validate_notification
 
-from .support.cores import make_core, pump_until
+from ..support.cores import make_core, pump_until
 
 
 def test_publisher_events_reach_subscribers_in_the_service_wire_format(redis_server, prefix) -> None:

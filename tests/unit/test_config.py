@@ -10,7 +10,7 @@ import pytest
 
 from notifier.config import Config, ConfigError
 
-from .support.processes import ROOT
+from ..support.processes import ROOT
 
 STRONG = "s" * 40
 

@@ -9,10 +9,10 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from .support import tokens
-from .support.processes import Gunicorn, RedisServer, wait_until
-from .support.refusals import get_refusal
-from .support.sse import SSEConnection
+from ..support import tokens
+from ..support.processes import Gunicorn, RedisServer, wait_until
+from ..support.refusals import get_refusal
+from ..support.sse import SSEConnection
 
 pytestmark = pytest.mark.e2e
 

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from .support.processes import ROOT
+from ..support.processes import ROOT
 
 pytestmark = pytest.mark.e2e
 

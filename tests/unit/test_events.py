@@ -12,7 +12,7 @@ from notifier.errors import InvalidEvent, PayloadTooLarge, UnsupportedMedia
 from notifier.events import Target, comment, encode, format_event_id, parse_event_id, utc_timestamp
 from notifier.validation import Limits, parse_publish_body, validate_notification
 
-from .support.sse import SSEParser
+from ..support.sse import SSEParser
 
 TS = "2026-01-01T00:00:00.000Z"
 

@@ -34,9 +34,9 @@ import pytest
 import requests
 import yaml
 
-from .support import tokens
-from .support.processes import ROOT, Gunicorn, Prometheus, RedisServer, wait_until
-from .support.sse import SSEConnection
+from ..support import tokens
+from ..support.processes import ROOT, Gunicorn, Prometheus, RedisServer, wait_until
+from ..support.sse import SSEConnection
 
 RULES = ROOT / "deploy" / "prometheus" / "notifier-rules.yml"
 RULES_TESTS = ROOT / "deploy" / "prometheus" / "notifier-rules.test.yml"

@@ -9,9 +9,9 @@ import json
 
 import pytest
 
-from .support import tokens
-from .support.sse import SSEParser
-from .test_api_events import assert_json_error, open_stream
+from ..support import tokens
+from ..support.http import assert_json_error, assert_nothing_published, open_stream
+from ..support.sse import SSEParser
 
 
 @pytest.fixture
@@ -24,10 +24,6 @@ def watcher(client):
     response.close()
 
 
-def assert_nothing_published(client, app, chunks) -> None:
-    """No event reached history, and the open stream got only a heartbeat."""
-    assert app.extensions["notifier"].core.history.last_id() == (0, 0)
-    assert next(chunks) == b":\n\n"
 
 
 def post(client, body=None, token=None, content_type="application/json", raw=None):

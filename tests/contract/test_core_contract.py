@@ -14,10 +14,10 @@ from notifier.core import Core
 from notifier.events import BROADCAST, Target, format_event_id, parse_event_id
 from notifier.hub import Subscription
 
-from .support.cores import make_core, note, pump_until
-from .support.cores import subscribe as attach_to
-from .support.processes import RedisServer
-from .support.redis_proxy import RedisProxy
+from ..support.cores import make_core, note, pump_until
+from ..support.cores import subscribe as attach_to
+from ..support.processes import RedisServer
+from ..support.redis_proxy import RedisProxy
 
 
 @pytest.fixture(params=["memory", "redis"])

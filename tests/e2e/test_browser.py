@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from .support import tokens
-from .support.processes import Gunicorn
+from ..support import tokens
+from ..support.processes import Gunicorn
 
 pytestmark = pytest.mark.browser
 

@@ -28,10 +28,10 @@ import requests
 
 from notifier.events import parse_event_id
 
-from .support import tokens
-from .support.processes import Gunicorn, RedisServer, rss_kib, wait_until
-from .support.redis_proxy import RedisProxy
-from .support.sse import EventSourceClient, SSEConnection
+from ..support import tokens
+from ..support.processes import Gunicorn, RedisServer, rss_kib, wait_until
+from ..support.redis_proxy import RedisProxy
+from ..support.sse import EventSourceClient, SSEConnection
 
 pytestmark = pytest.mark.chaos
 

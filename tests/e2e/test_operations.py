@@ -21,10 +21,10 @@ import requests
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
-from .support import tokens
-from .support.processes import Gunicorn, RedisServer, wait_until
-from .support.refusals import get_refusal
-from .support.sse import SSEConnection
+from ..support import tokens
+from ..support.processes import Gunicorn, RedisServer, wait_until
+from ..support.refusals import get_refusal
+from ..support.sse import SSEConnection
 
 pytestmark = pytest.mark.e2e
 

@@ -11,9 +11,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from .support import tokens
-from .support.refusals import get_refusal
-from .test_api_events import assert_json_error, open_stream
+from ..support import tokens
+from ..support.http import assert_json_error, open_stream
+from ..support.refusals import get_refusal
 
 
 def test_the_json_error_helper_fails_at_once_on_a_stream_and_closes_it(client, app) -> None:

@@ -26,7 +26,7 @@ import yaml
 from notifier import create_app
 from notifier.config import ENV_VARS, PREFIX, Config, ConfigError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "k8s"
 BASE = K8S / "base"
 OVERLAY = K8S / "overlays" / "example"
@@ -177,7 +177,7 @@ def test_dockerfile_final_stage_has_runtime_dependencies_only(dockerfile: Docker
 def test_image_cmd_serves_the_healthcheck(dockerfile: Dockerfile, tmp_path: Path) -> None:
     """Run the image's CMD as the image would (its ENV, from the repository
     instead of /app, on a loopback port) and run its HEALTHCHECK command."""
-    from .support.processes import free_port, wait_until
+    from ..support.processes import free_port, wait_until
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(PREFIX) and k != "PROMETHEUS_MULTIPROC_DIR"}
     env.update(dockerfile.env())
@@ -277,7 +277,7 @@ def test_rendered_kustomizations_validate_strictly(tmp_path: Path, component: st
     assert kinds == (["Resource", "Pods"] if with_component else ["Resource"])
     if with_component:
         assert hpa["spec"]["metrics"][1]["pods"]["metric"]["name"] == "notifier_streams_open"
-    # kubernetes-validate has no schema for the Operator's CRD; tests/test_monitoring.py checks that one.
+    # kubernetes-validate has no schema for the Operator's CRD; tests/deploy/test_monitoring.py checks that one.
     rules = [r for r in resources if r["kind"] == "PrometheusRule"]
     assert len(rules) == (1 if component == "prometheus-rules" else 0)
 

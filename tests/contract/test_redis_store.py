@@ -1,6 +1,6 @@
 """The Redis store's delivery rules, against a real redis-server (unique key
 prefix per test): stale publishes are refused, a lost history is reported,
-and trimmed channels are found. tests/test_chaos.py drives the same rules
+and trimmed channels are found. tests/chaos/test_chaos.py drives the same rules
 through real faults."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from notifier.channels import ChannelNames
 from notifier.events import Target, parse_event_id
 from notifier.validation import Limits, validate_notification
 
-from .support.processes import RedisServer
+from ..support.processes import RedisServer
 
 TS = "2026-01-01T00:00:00.000Z"
 

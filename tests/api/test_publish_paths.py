@@ -12,10 +12,9 @@ import pytest
 
 from notifier import create_app
 
-from .conftest import make_config
-from .support import tokens
-from .test_api_events import assert_json_error, open_stream
-from .test_api_publish import assert_nothing_published
+from ..support import tokens
+from ..support.config import make_config
+from ..support.http import assert_json_error, assert_nothing_published, open_stream
 
 # Headers that legitimately differ between two answers.
 VOLATILE = {"x-request-id", "date"}

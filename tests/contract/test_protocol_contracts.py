@@ -21,7 +21,7 @@ from notifier.channels import ChannelNames
 from notifier.errors import BrokerUnavailable
 from notifier.events import BROADCAST, Target, parse_event_id
 
-from .support.cores import note, pump_until
+from ..support.cores import note, pump_until
 
 
 @dataclass
@@ -130,7 +130,7 @@ def test_history_catch_up_reads_between_two_ids_and_finds_trimmed_channels(backe
 
 def test_redis_subscribe_is_bounded_when_redis_is_gone(prefix: str) -> None:
     """No confirmation in time is an error the core can roll back, never a hang."""
-    from .support.processes import RedisServer
+    from ..support.processes import RedisServer
 
     server = RedisServer().start()
     names = ChannelNames(prefix)

@@ -21,9 +21,9 @@ from notifier import create_app
 from notifier.config import Config
 from notifier.extension import Notifier
 
-from .conftest import make_config
-from .support import tokens
-from .test_api_events import assert_json_error, open_stream
+from ..support import tokens
+from ..support.config import make_config
+from ..support.http import assert_json_error, open_stream
 
 
 @pytest.fixture(scope="module")
