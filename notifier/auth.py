@@ -157,7 +157,7 @@ def authenticate_subscriber() -> Subscriber:
 
 
 # A publishing service sends the same token with every request, and verifying
-# it (flask-jwt-extended + PyJWT) was a fifth of the CPU of a publish. So each
+# it (flask-jwt-extended + PyJWT) dominated a small publish. So each
 # app remembers the identities of the last few publisher tokens it verified,
 # keyed by the exact Authorization header, until the token expires (at most
 # PUBLISHER_CACHE_SECONDS). Only a header that verified in full is ever

@@ -1,7 +1,7 @@
 """One Lua script, run with as little client-side work as possible.
 
 The publish script runs once per ``POST /v1/publish``, and through redis-py's
-client and pool it cost a quarter of a worker's CPU in the unicast profile:
+client and pool most of its client-side cost was overhead (bench/README.md):
 the pool polled every connection it handed out (gevent's ``select.poll`` per
 checkout), then retry and deprecation wrappers, then the reply callbacks.
 ``ScriptRunner`` keeps its own few connections (redis-py's ``Connection``,
