@@ -21,6 +21,7 @@ from .channels import ChannelNames
 from .config import Config
 from .events import Limits, retry
 from .hub import CloseReason, Hub, Subscription
+from .lifecycle import start_when_serving
 from .logs import log_request, request_id_from
 from .metrics import Metrics, SubscriberGauges, process_metrics
 
@@ -127,10 +128,15 @@ class Notifier:
         configure_jwt(app, config, override=standalone)
         register_blueprints(app, state, standalone=standalone)
         _register_request_logging(app)
-        broker.start()
-        if config.uses_redis:
-            # Each worker keeps its own subscriber gauges current (not only the one a scrape lands on).
-            gauges.start(broker)
+
+        def start() -> None:
+            broker.start()
+            if config.uses_redis:
+                # Each worker keeps its own subscriber gauges current (not only the one a scrape lands on).
+                gauges.start(broker)
+
+        # In the process that serves, never in a gunicorn master that preloads the app and forks.
+        start_when_serving(app, start, state.drain)
         if config.dev_mode:
             log.warning("DEVELOPMENT MODE: local dev secret, insecure cookies, dev login page at / - NOT FOR PRODUCTION")
         return state
