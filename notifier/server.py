@@ -74,6 +74,8 @@ def on_starting(server: Any) -> None:
     for note in _prepared.get("notes", ()):
         server.log.warning("notifier: %s", note)
     server.log.info("notifier config: %r", config)
+    if _prepared:
+        server.log.info("notifier: worker metrics in %s", _prepared["metrics_dir"])
     _raise_file_limit(server)
 
 
