@@ -209,8 +209,7 @@ class Config:
 
 @dataclass(frozen=True)
 class ServerSettings:
-    """gunicorn's side of the standalone service (``gunicorn.conf.py``), plus
-    the two variables of other libraries notifier sets up for its workers.
+    """gunicorn's side of the service (``gunicorn.conf.py``, ``notifier.server``).
     Build with ``ServerSettings.from_env()``."""
 
     bind: tuple[str, ...] = ("127.0.0.1:8000",)
@@ -284,7 +283,7 @@ def _valid_bind(address: str) -> bool:
         host, _, rest = address[1:].partition("]")
         port = rest[1:] if rest.startswith(":") else None
         if rest and port is None:
-            return False
+            return False  # "[::1]8000"
     else:
         host, colon, port_text = address.rpartition(":")
         host, port = (host, port_text) if colon else (address, None)
@@ -298,9 +297,6 @@ def multiprocess_metrics_dir(environ: Mapping[str, str] | None = None) -> str | 
     values (set by ``notifier.server`` before any worker starts), or None."""
     return (os.environ if environ is None else environ).get(METRICS_DIR_VAR) or None
 
-
-# The variables ServerSettings.from_env reads (gunicorn's settings).
-SERVER_ENV_VARS = ("BIND", "WORKERS", "WORKER_CONNECTIONS", "DRAIN_SECONDS", "LOG_LEVEL", "REDIS_URL")
 
 # The variables Config.from_env reads, for docs and for the manifest tests.
 ENV_VARS = (
