@@ -66,6 +66,7 @@ def test_in_range_the_internal_paths_are_taken() -> None:
     assert redis_runtime.send_and_read is redis_runtime.fast_send_and_read
     assert redis_runtime.new_connection is redis_runtime.fast_new_connection
     assert redis_runtime.connection_has_pending_bytes is redis_runtime.fast_has_pending_bytes
+    assert redis_runtime.connection_fileno is redis_runtime.fast_connection_fileno
     assert prometheus_runtime.observe_many is prometheus_runtime.fast_observe_many
     assert gevent_runtime.watch_readable is gevent_runtime.fast_watch_readable
     assert gevent_runtime.call_after_this_turn is gevent_runtime.fast_call_after_this_turn

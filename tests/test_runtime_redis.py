@@ -3,6 +3,7 @@ and its public fallback give the same results."""
 
 from __future__ import annotations
 
+import select
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -135,3 +136,19 @@ def test_pending_bytes_a_stray_reply_or_a_closed_connection(
 def test_socket_timeout_is_the_clients(client: redis.Redis, redis_server: RedisServer) -> None:
     assert runtime.socket_timeout(client) == 5.0
     assert runtime.socket_timeout(redis.Redis.from_url(redis_server.url)) is None
+
+
+def test_the_descriptor_of_a_connected_connection(client: redis.Redis) -> None:
+    connection = runtime.fast_new_connection(client.connection_pool)
+    try:
+        with pytest.raises(OSError):
+            runtime.connection_fileno(connection)
+        runtime.fast_send_and_read(connection, "PING")
+        fd = runtime.connection_fileno(connection)
+        assert fd >= 0 and select.select([fd], [], [], 0)[0] == []
+        connection.send_command("PING")
+        assert select.select([fd], [], [], 2)[0] == [fd]
+        with pytest.raises(OSError):
+            runtime.public_connection_fileno(connection)
+    finally:
+        connection.disconnect()

@@ -3,7 +3,7 @@ and running one command on a connection of our own.
 
 Read against redis-py 8.1 (``Connection.can_read``/``read_response(push_request=)``,
 ``PubSub.handle_message``, ``send_packed_command``/``pack_command``,
-``ConnectionPool.connection_class``/``connection_kwargs``). Outside the tested
+``ConnectionPool.connection_class``/``connection_kwargs``, ``Connection._sock``). Outside the tested
 range each function takes redis-py's public path, correct but slower, as its
 docstring says.
 """
@@ -99,6 +99,21 @@ def public_has_pending_bytes(connection: Any) -> bool:
         return True
 
 
+def fast_connection_fileno(connection: Any) -> int:
+    """The descriptor of a connected connection's socket (to wait on it with
+    other descriptors). Raises OSError when not connected."""
+    sock = getattr(connection, "_sock", None)
+    if sock is None:
+        raise OSError("not connected")
+    return int(sock.fileno())
+
+
+def public_connection_fileno(connection: Any) -> int:
+    """redis-py has no public way to it: the caller must wait another way
+    (``next_pubsub_message`` with a short timeout)."""
+    raise OSError(f"no socket descriptor with {TESTED.describe()}")
+
+
 def socket_timeout(client: redis.Redis) -> float | None:
     """The client's socket timeout (public: ``get_connection_kwargs``)."""
     value = client.get_connection_kwargs().get("socket_timeout")
@@ -109,3 +124,4 @@ next_pubsub_message = fast_next_pubsub_message if ACTIVE else public_next_pubsub
 new_connection = fast_new_connection if ACTIVE else public_new_connection
 send_and_read = fast_send_and_read if ACTIVE else public_send_and_read
 connection_has_pending_bytes = fast_has_pending_bytes if ACTIVE else public_has_pending_bytes
+connection_fileno = fast_connection_fileno if ACTIVE else public_connection_fileno
