@@ -23,6 +23,7 @@ test: venv
 	./scripts/ensure-system-deps
 	$(PY) -m ruff check .
 	$(PY) -m mypy notifier
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest
 
 lint: venv
@@ -30,6 +31,7 @@ lint: venv
 
 typecheck: venv
 	$(PY) -m mypy notifier
+	$(VENV)/bin/lint-imports
 
 ## unit: the fast tests only (no gunicorn, no browser)
 unit: venv

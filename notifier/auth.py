@@ -26,7 +26,7 @@ from typing import Any
 import jwt as pyjwt
 from flask import Flask, current_app, request
 from flask_jwt_extended import JWTManager, create_access_token, get_jwt, verify_jwt_in_request
-from flask_jwt_extended.exceptions import JWTExtendedException
+from flask_jwt_extended.exceptions import JWTExtendedException, NoAuthorizationError, WrongTokenError
 
 from .config import Config
 from .errors import Forbidden, Unauthorized
@@ -131,10 +131,9 @@ def _verify(locations: list[str]) -> dict[str, Any]:
 
 
 def _jwt_message(exc: Exception) -> str:
-    name = exc.__class__.__name__
-    if name == "NoAuthorizationError":
+    if isinstance(exc, NoAuthorizationError):
         return "missing token: send the access cookie or an Authorization: Bearer header"
-    if name == "WrongTokenError":
+    if isinstance(exc, WrongTokenError):
         return "a refresh token cannot be used here; send an access token"
     return f"invalid token: {exc}"
 

@@ -8,7 +8,9 @@ operator fixes them in one go; secrets are never part of a message or a repr.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
+import re
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -198,11 +200,102 @@ class Config:
             log_level=(reader.text("LOG_LEVEL") or "INFO").upper(),
             dev_page=dev_page and dev,
         )
-        if config.log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        if config.log_level not in LOG_LEVELS:
             reader.problem("NOTIFIER_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
         if reader.problems:
             raise ConfigError(reader.problems)
         return config
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """gunicorn's side of the service (``gunicorn.conf.py``, ``notifier.server``).
+    Build with ``ServerSettings.from_env()``."""
+
+    bind: tuple[str, ...] = ("127.0.0.1:8000",)
+    workers: int = 1
+    worker_connections: int = 10000
+    drain_seconds: float = 10.0
+    log_level: str = "INFO"
+    embedded_broker: bool = True
+    # Not ours, read here so that nothing else reads the environment:
+    metrics_dir: str | None = None  # PROMETHEUS_MULTIPROC_DIR
+    track_greenlet_tree: str | None = None  # GEVENT_TRACK_GREENLET_TREE
+    notes: tuple[str, ...] = ()  # adjustments made, for the server's log
+
+    @property
+    def graceful_timeout(self) -> int:
+        # Streams are long-lived by design; the drain ends them before this runs out.
+        return int(self.drain_seconds) + 10
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ServerSettings:
+        """Read and validate the server variables. Raises ConfigError listing every problem."""
+        env_vars = os.environ if environ is None else environ
+        reader = _Reader(env_vars)
+        bind = tuple(part.strip() for part in (reader.text("BIND") or "127.0.0.1:8000").split(",") if part.strip())
+        for address in bind:
+            if not _valid_bind(address):
+                reader.problem(f"NOTIFIER_BIND: {address!r} is not HOST, HOST:PORT, [IPv6]:PORT, unix:PATH or fd://N")
+        if not bind:
+            reader.problem("NOTIFIER_BIND must name at least one address")
+        workers = reader.number("WORKERS", 0, int, 1, 1024, fallback="WEB_CONCURRENCY") or multiprocessing.cpu_count()
+        embedded = reader.text("REDIS_URL") is None
+        notes = []
+        if embedded and workers != 1:
+            # The embedded broker lives inside one process: a second worker
+            # would never see the first one's events.
+            notes.append("no NOTIFIER_REDIS_URL, so the embedded broker runs in a single worker")
+            workers = 1
+        log_level = (reader.text("LOG_LEVEL") or "INFO").upper()
+        if log_level not in LOG_LEVELS:
+            reader.problem("NOTIFIER_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
+        settings = cls(
+            bind=bind,
+            workers=workers,
+            worker_connections=reader.number("WORKER_CONNECTIONS", 10000, int, 1, 1_000_000),
+            drain_seconds=reader.number("DRAIN_SECONDS", 10.0, float, 0, 3600),
+            log_level=log_level,
+            embedded_broker=embedded,
+            metrics_dir=env_vars.get(METRICS_DIR_VAR) or None,
+            track_greenlet_tree=env_vars.get("GEVENT_TRACK_GREENLET_TREE") or None,
+            notes=tuple(notes),
+        )
+        if reader.problems:
+            raise ConfigError(reader.problems)
+        return settings
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+METRICS_DIR_VAR = "PROMETHEUS_MULTIPROC_DIR"
+_PORT = re.compile(r"\d{1,5}")
+
+
+def _valid_bind(address: str) -> bool:
+    """gunicorn's address forms; a port, when given, is 0-65535."""
+    if address.startswith("unix:"):
+        return len(address) > len("unix:")
+    if address.startswith("fd://"):
+        return address[len("fd://"):].isdigit()
+    if any(char.isspace() for char in address):
+        return False
+    if address.startswith("["):
+        host, _, rest = address[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else None
+        if rest and port is None:
+            return False  # "[::1]8000"
+    else:
+        host, colon, port_text = address.rpartition(":")
+        host, port = (host, port_text) if colon else (address, None)
+        if ":" in host:
+            return False  # an IPv6 address needs brackets
+    return bool(host) and (port is None or (_PORT.fullmatch(port) is not None and int(port) <= 65535))
+
+
+def multiprocess_metrics_dir(environ: Mapping[str, str] | None = None) -> str | None:
+    """``PROMETHEUS_MULTIPROC_DIR``: where prometheus_client keeps each worker's
+    values (set by ``notifier.server`` before any worker starts), or None."""
+    return (os.environ if environ is None else environ).get(METRICS_DIR_VAR) or None
 
 
 # The variables Config.from_env reads, for docs and for the manifest tests.
@@ -232,17 +325,21 @@ class _Reader:
             return None
         return value.strip()
 
-    def number(self, name: str, default: T, kind: Callable[[str], T], low: float, high: float) -> T:
-        raw = self.text(name)
+    def number(self, name: str, default: T, kind: Callable[[str], T], low: float, high: float,
+               fallback: str | None = None) -> T:
+        """``PREFIX + name``, else the unprefixed ``fallback`` variable, else ``default``."""
+        full_name, raw = PREFIX + name, self.text(name)
+        if raw is None and fallback is not None:
+            full_name, raw = fallback, (self.environ.get(fallback) or "").strip() or None
         if raw is None:
             return default
         try:
             value = kind(raw)
         except ValueError:
-            self.problem(f"{PREFIX}{name} must be a {'whole ' if kind is int else ''}number, got {raw!r}")
+            self.problem(f"{full_name} must be a {'whole ' if kind is int else ''}number, got {raw!r}")
             return default
         if not (low <= value <= high):  # type: ignore[operator]
-            self.problem(f"{PREFIX}{name} must be between {low:g} and {high:g}, got {raw}")
+            self.problem(f"{full_name} must be between {low:g} and {high:g}, got {raw}")
             return default
         return value
 

@@ -19,6 +19,7 @@ from .channels import ChannelNames
 from .config import Config
 from .core import Core
 from .hub import Hub, Subscription
+from .lifecycle import start_when_serving
 from .logs import log_request, request_id_from
 from .metrics import SubscriberGauges, process_metrics
 from .state import NotifierState
@@ -69,7 +70,8 @@ class Notifier:
         configure_jwt(app, config, override=standalone)
         register_blueprints(app, state, standalone=standalone)
         _register_request_logging(app)
-        state.start()
+        # In the process that serves, never in a gunicorn master that preloads the app and forks.
+        start_when_serving(app, state.start, state.drain)
         if config.dev_mode:
             log.warning("DEVELOPMENT MODE: local dev secret, insecure cookies, dev login page at / - NOT FOR PRODUCTION")
         return state

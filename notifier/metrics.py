@@ -1,8 +1,8 @@
 """Prometheus metrics, correct across gunicorn workers.
 
-With ``PROMETHEUS_MULTIPROC_DIR`` set (gunicorn.conf.py and the image set it)
+With ``PROMETHEUS_MULTIPROC_DIR`` set (notifier.server and the image set it)
 prometheus_client writes each worker's values to files there and ``/metrics``
-sums them; ``gunicorn.conf.py`` removes a dead worker's live gauges. Without
+sums them; ``notifier.server`` removes a dead worker's live gauges. Without
 it (tests, a single process) the values live in this process.
 
 Label values are bounded sets (reasons, target kinds, status codes), never a
@@ -12,15 +12,16 @@ user id or a topic.
 from __future__ import annotations
 
 import logging
-import os
 import time
-from bisect import bisect_left
 from typing import Any
 
 import gevent
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
+from .config import multiprocess_metrics_dir
 from .hub import CloseReason
+from .runtime.gevent import call_after_this_turn
+from .runtime.prometheus import observe_many
 
 log = logging.getLogger("notifier.metrics")
 
@@ -106,32 +107,11 @@ class Metrics:
         self.deliveries = DeliveryRecorder(self)
 
     def exposition(self) -> tuple[bytes, str]:
-        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        if multiprocess_metrics_dir():
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)
             return generate_latest(registry), CONTENT_TYPE_LATEST
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
-
-
-def observe_many(histogram: Histogram, amounts: list[float]) -> None:
-    """``histogram.observe(a)`` for each amount, with one write per bucket
-    touched instead of two per amount. In multiprocess mode each write takes a
-    lock, asks for the pid (a system call) and writes the file. Falls back to
-    ``observe`` if prometheus_client's internals ever look different."""
-    bounds = getattr(histogram, "_upper_bounds", None)
-    buckets = getattr(histogram, "_buckets", None)
-    total = getattr(histogram, "_sum", None)
-    if not bounds or buckets is None or total is None or len(bounds) != len(buckets) or bounds[-1] != float("inf"):
-        for amount in amounts:
-            histogram.observe(amount)
-        return
-    counts = [0] * len(bounds)
-    for amount in amounts:
-        counts[bisect_left(bounds, amount)] += 1  # the first bound >= amount, as observe()
-    total.inc(sum(amounts))
-    for index, count in enumerate(counts):
-        if count:
-            buckets[index].inc(count)
 
 
 class DeliveryRecorder:
@@ -139,8 +119,8 @@ class DeliveryRecorder:
     written once per turn of the event loop rather than once per stream write.
 
     A broadcast wakes thousands of streams in one turn; writing both metrics
-    from each of them was a sixth of the CPU of a delivery in multiprocess mode
-    (bench/README.md). With ``PROMETHEUS_MULTIPROC_DIR`` set (gunicorn), the
+    from each of them was a large part of a delivery's CPU in multiprocess
+    mode (bench/README.md). With ``PROMETHEUS_MULTIPROC_DIR`` set (gunicorn), the
     writes of one turn are summed and flushed by one event-loop callback that
     runs after them (no greenlet: the flush never blocks, the lock it takes is
     never held across a switch), so a scrape sees them within the same turn;
@@ -151,9 +131,9 @@ class DeliveryRecorder:
         self.metrics = metrics
         self._latencies: list[float] = []
         self._scheduled = False
-        # Decided once per process, not per stream write (gunicorn.conf.py sets
+        # Decided once per process, not per stream write (notifier.server sets
         # the variable in the master, before any worker builds its metrics).
-        self._batched = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+        self._batched = multiprocess_metrics_dir() is not None
 
     def record(self, latencies: list[float]) -> None:
         if not self._batched:
@@ -162,7 +142,7 @@ class DeliveryRecorder:
         self._latencies.extend(latencies)
         if not self._scheduled:
             self._scheduled = True
-            gevent.get_hub().loop.run_callback(self.flush)
+            call_after_this_turn(self.flush)
 
     def flush(self) -> None:
         self._scheduled = False

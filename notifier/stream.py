@@ -28,11 +28,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import gevent
 from gevent.event import Event
 
 from .events import Delivery, comment, retry
 from .hub import CloseReason, Subscription
+from .runtime import gunicorn as gunicorn_runtime
+from .runtime.gevent import Watcher, os_socket, watch_readable
 from .sockets import peek
 
 log = logging.getLogger("notifier.stream")
@@ -45,9 +46,9 @@ SSE_HEADERS = {
 
 
 def client_socket(environ: dict[str, Any]) -> Any:
-    """The raw client socket where the server exposes it (gunicorn does)."""
-    sock = environ.get("gunicorn.socket")
-    return getattr(sock, "_sock", sock)  # gevent wraps the raw socket
+    """The raw client socket where the server exposes it (gunicorn does), or None."""
+    sock = gunicorn_runtime.client_socket(environ)
+    return None if sock is None else os_socket(sock)
 
 
 def client_gone(raw_socket: Any) -> bool:
@@ -92,7 +93,7 @@ class StreamPlan:
 class PeerWatch:
     """Wakes a waiting stream when its client's socket turns readable.
 
-    A libev watcher of our own on the socket's descriptor (gunicorn is not
+    An event-loop watcher of our own on the socket's descriptor (gunicorn is not
     reading it while the response runs). It fires once and stops: readable
     with data rather than EOF (a client that sent something) would otherwise
     fire on every turn of the loop; the heartbeat's peek covers that client.
@@ -103,28 +104,31 @@ class PeerWatch:
     def __init__(self, raw_socket: Any, wakeup: Event):
         self.fired = False
         self.wakeup = wakeup
-        self.io = gevent.get_hub().loop.io(raw_socket.fileno(), 1)
-        self.io.start(self._readable)
+        # None where gevent offers no such watcher (runtime/gevent.py).
+        self.io: Watcher | None = watch_readable(raw_socket.fileno(), self._readable)
 
     def _readable(self) -> None:
-        self.io.stop()
+        if self.io is not None:
+            self.io.stop()
         self.fired = True
         self.wakeup.set()
 
     def close(self) -> None:
         # Before the server closes the descriptor; stop() also drops the
         # callback, so the watcher and this object do not keep each other.
-        self.io.stop()
-        self.io.close()
+        if self.io is not None:
+            self.io.stop()
+            self.io.close()
 
 
 def watch_peer(plan: StreamPlan) -> PeerWatch | None:
     if plan.raw_socket is None:
         return None
     try:
-        return PeerWatch(plan.raw_socket, plan.subscription.wakeup)
+        watch = PeerWatch(plan.raw_socket, plan.subscription.wakeup)
     except (OSError, ValueError):  # a closed descriptor: the heartbeat's peek will tell
         return None
+    return watch if watch.io is not None else None
 
 
 def event_stream(plan: StreamPlan, hooks: StreamHooks) -> Iterator[bytes]:

@@ -4,10 +4,9 @@ CPython's full (oldest-generation) collection walks every tracked object. It
 runs once ten younger collections have passed since the last one and the
 objects promoted since then reach a quarter of those that survived it: after
 each quarter of growth while thousands of streams arrive, and once more
-after the ramp. At 5,000 streams a worker held some 300,000 objects and each
-such walk stopped the worker, every stream and publish in it, for up to
-250 ms (bench/README.md). So, once per worker, after the app is loaded and
-before the first request:
+after the ramp. Each such walk stops the worker, every stream and publish in
+it, for longer the more streams it holds (bench/README.md). So, once per
+worker, after the app is loaded and before the first request:
 
 - collect, then freeze what is left (modules, classes, functions, the app):
   it lives as long as the process, and no collection needs to walk it again.
@@ -16,8 +15,8 @@ before the first request:
   builds lives as long as the process.
 - (CPython up to 3.13, whose collector has three generations) ask for a
   full collection after 100 younger ones instead of 10. The
-  quarter rule still decides; this only spaces the walks out, about ten
-  times fewer while streams arrive. What it costs is that a reference cycle
+  quarter rule still decides; this only spaces the walks out while streams
+  arrive. What it costs is that a reference cycle
   that lived long enough to be promoted waits longer to be freed, and a
   stream leaves none (notifier/api/events.py keeps a stream's objects few,
   slotted and free of cycles).

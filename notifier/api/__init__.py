@@ -12,6 +12,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 def register_blueprints(app: Flask, state: NotifierState, *, standalone: bool) -> None:
     from ..errors import NotifierError
+    from ..runtime.flask import register_error_handler_once
     from . import devpage, events, health, publish
     from .errors import error_response, register_error_handlers
 
@@ -23,7 +24,7 @@ def register_blueprints(app: Flask, state: NotifierState, *, standalone: bool) -
             app.register_blueprint(blueprint)
     if standalone:
         register_error_handlers(app)
-    elif not app.error_handler_spec.get(None, {}).get(None, {}).get(NotifierError):
+    else:
         # Mounted in a host app: map our errors to JSON without touching how
         # the host renders its own.
-        app.register_error_handler(NotifierError, error_response)
+        register_error_handler_once(app, NotifierError, error_response)

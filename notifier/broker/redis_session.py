@@ -35,6 +35,7 @@ log = logging.getLogger("notifier.broker.redis")
 # chunk, one greenlet switch and one send() per round instead of per event.
 DRAIN_MAX_MESSAGES = 128
 DRAIN_BUDGET_SECONDS = 0.005
+FALLBACK_POLL_SECONDS = 0.02
 
 
 class ProbeFailed(Exception):
@@ -175,8 +176,13 @@ class Session:
         if connection.can_read(timeout=0):
             return True, False
         fd = connection_fileno(connection)
-        readable, _, _ = select.select([fd, self.wanted.wake_fd], [], [], timeout)
-        return fd in readable, self.wanted.wake_fd in readable
+        if fd is None:  # a redis-py release we were not written against: poll
+            readable = connection.can_read(timeout=min(timeout, FALLBACK_POLL_SECONDS))
+            woken, _, _ = select.select([self.wanted.wake_fd], [], [], 0)
+            gevent.sleep(0)
+            return readable, bool(woken)
+        ready, _, _ = select.select([fd, self.wanted.wake_fd], [], [], timeout)
+        return fd in ready, self.wanted.wake_fd in ready
 
     # -- liveness ----------------------------------------------------------------
 

@@ -1,32 +1,127 @@
-"""redis-py internals, in one place (placeholder; see the arch-runtime branch)."""
+"""redis-py below its client: reading pub/sub messages off the connection,
+and running one command on a connection of our own.
+
+Read against redis-py 8.1 (``Connection.can_read``/``read_response(push_request=)``,
+``PubSub.handle_message``, ``send_packed_command``/``pack_command``,
+``ConnectionPool.connection_class``/``connection_kwargs``, ``Connection._sock``). Outside the tested
+range each function takes redis-py's public path, correct but slower, as its
+docstring says.
+"""
 
 from __future__ import annotations
 
+import ssl
 from typing import Any
 
+import redis
 
-def connection_fileno(connection: Any) -> int:
-    """The descriptor of a connected redis-py connection's socket."""
-    sock = connection._sock
-    if sock is None:
-        raise OSError("not connected")
-    return int(sock.fileno())
+from ..sockets import peek
+from .gevent import os_socket
+from .versions import Tested
+
+TESTED = Tested("redis", "8.1", "8.2")
+ACTIVE = TESTED.active
+
+Message = dict[str, Any]
 
 
-def next_pubsub_message(pubsub: Any, timeout: float) -> dict[str, Any] | None:
+def fast_next_pubsub_message(pubsub: redis.client.PubSub, timeout: float) -> Message | None:
     """The next pub/sub message, waiting up to ``timeout`` for one to start.
 
     Not ``pubsub.get_message(timeout)``: that gives the whole message only
     ``timeout`` to arrive, and under load messages routinely straddle reads
     (with timeout 0 it fails at once). It then raises TimeoutError, and
     redis-py 8 has already reconnected the connection behind our back, before
-    raising, losing whatever was in flight. Here the wait for the first byte
+    raising (its retry calls the failure handler first, even with no retries
+    allowed), losing whatever was in flight. Here the wait for the first byte
     is ``timeout``; the rest of a begun message gets the socket timeout; and
-    any error ends the session, so the broker reconnects and catches up from
-    history.
+    any error ends the caller's session, so it reconnects and catches up.
     """
     connection = pubsub.connection
     if connection is None or not connection.can_read(timeout=timeout):
         return None
-    message: dict[str, Any] | None = pubsub.handle_message(connection.read_response(push_request=True))
+    message: Message | None = pubsub.handle_message(connection.read_response(push_request=True))
     return message
+
+
+def public_next_pubsub_message(pubsub: redis.client.PubSub, timeout: float) -> Message | None:
+    """``get_message``: a message that straddles reads past ``timeout`` raises
+    TimeoutError (the caller's session ends, reconnects and catches up)."""
+    if pubsub.connection is None:
+        return None
+    message: Message | None = pubsub.get_message(timeout=timeout)
+    return message
+
+
+def fast_new_connection(pool: redis.ConnectionPool) -> Any:
+    """A connection built like the pool's (URL, TLS, auth, parser) but owned by
+    the caller: it does not count against the pool's limit."""
+    return pool.connection_class(**pool.connection_kwargs)
+
+
+def public_new_connection(pool: redis.ConnectionPool) -> Any:
+    """Checked out of the pool for good: it counts against the pool's limit."""
+    return pool.get_connection()
+
+
+def fast_send_and_read(connection: Any, *args: Any) -> Any:
+    """One command and its reply (raw: no response callbacks). Raises
+    redis.RedisError; ResponseError when the reply is an error."""
+    connection.send_packed_command(connection.pack_command(*args), check_health=False)
+    return connection.read_response()
+
+
+def public_send_and_read(connection: Any, *args: Any) -> Any:
+    connection.send_command(*args)
+    return connection.read_response()
+
+
+def fast_has_pending_bytes(connection: Any) -> bool:
+    """True when a connected connection holds bytes to read (a stray reply, or
+    EOF from a Redis that closed it): it must be reconnected before reuse.
+    Never blocks; False when not connected yet (sending connects)."""
+    sock = getattr(connection, "_sock", None)
+    if sock is None:
+        return False
+    if isinstance(connection, redis.SSLConnection) or isinstance(sock, ssl.SSLSocket):
+        # TLS may hold records (session tickets) that are not Redis bytes, and
+        # under gevent the socket inside the TLS wrapper is plain TCP: ask redis-py.
+        return public_has_pending_bytes(connection)
+    return peek(os_socket(sock)) is not None
+
+
+def public_has_pending_bytes(connection: Any) -> bool:
+    """What redis-py's pool asks of a connection it hands out (it connects one
+    that is not connected yet)."""
+    try:
+        return bool(connection.can_read())
+    except (redis.ConnectionError, OSError):
+        return True
+
+
+def fast_connection_fileno(connection: Any) -> int | None:
+    """The descriptor of a connected connection's socket (to wait on it with
+    other descriptors). Raises OSError when not connected."""
+    sock = getattr(connection, "_sock", None)
+    if sock is None:
+        raise OSError("not connected")
+    return int(sock.fileno())
+
+
+def public_connection_fileno(connection: Any) -> int | None:
+    """redis-py has no public way to it: None, and the caller waits another
+    way (polling ``can_read`` with a short timeout)."""
+    return None
+
+
+def socket_timeout(client: redis.Redis) -> float | None:
+    """The client's socket timeout (public: ``get_connection_kwargs``)."""
+    value = client.get_connection_kwargs().get("socket_timeout")
+    return None if value is None else float(value)
+
+
+next_pubsub_message = fast_next_pubsub_message if ACTIVE else public_next_pubsub_message
+new_connection = fast_new_connection if ACTIVE else public_new_connection
+send_and_read = fast_send_and_read if ACTIVE else public_send_and_read
+connection_has_pending_bytes = fast_has_pending_bytes if ACTIVE else public_has_pending_bytes
+connection_fileno = fast_connection_fileno if ACTIVE else public_connection_fileno

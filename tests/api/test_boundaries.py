@@ -275,6 +275,7 @@ def any_app(request, prefix) -> Iterator:
     app = create_app(make_config(**overrides))
     state = app.extensions["notifier"]
     if request.param == "redis":
+        app.test_client().get("/livez")  # the first request starts the subscriber in this process
         pump_until(lambda: state.core.health().ok, message="broker ready")
     yield app
     state.stop()

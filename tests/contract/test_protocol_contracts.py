@@ -145,3 +145,24 @@ def test_redis_subscribe_is_bounded_when_redis_is_gone(prefix: str) -> None:
             broker.subscribe([names.user("alice")])
     finally:
         broker.stop()
+
+
+def test_the_redis_subscriber_still_delivers_on_the_public_api_fallback(redis_server, prefix: str, monkeypatch) -> None:
+    """On a redis-py release outside the tested range there is no socket
+    descriptor to wait on: the session polls instead, and still delivers and
+    follows the core's channel changes."""
+    from notifier.broker import redis_session
+    from notifier.runtime import redis as runtime_redis
+
+    monkeypatch.setattr(redis_session, "connection_fileno", runtime_redis.public_connection_fileno)
+    names = ChannelNames(prefix)
+    broker = RedisBroker(names, RedisStore(make_client(redis_server.url, 2), names), SessionSettings(2, 0.5, 1))
+    listener = Listener()
+    broker.start(listener)
+    try:
+        pump_until(lambda: broker.health().ok)
+        broker.subscribe([names.user("alice")])
+        [sent] = broker.publish(note(Target("user", "alice")))
+        pump_until(lambda: any(sent.id in payload for _channel, payload in listener.received))
+    finally:
+        broker.stop()

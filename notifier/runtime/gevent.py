@@ -1,0 +1,62 @@
+"""gevent internals: the OS socket inside gevent's wrapper, and two calls on
+the hub's event loop (a readability watcher, a callback after this turn).
+
+Read against gevent 26.9 (libev and libuv loops). Outside the tested range:
+the wrapper itself stands in for the OS socket (``sockets.peek`` lifts its
+timeout, so it never waits), no peer watch is started (the heartbeat's peek
+notices a gone client instead) and callbacks run in a raw greenlet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import gevent
+
+from .versions import Tested
+
+TESTED = Tested("gevent", "26.9", "27")
+ACTIVE = TESTED.active
+
+READ = 1  # libev's EV_READ and libuv's UV_READABLE
+
+
+class Watcher(Protocol):
+    def stop(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def os_socket(sock: Any) -> Any:
+    """The OS-level socket inside gevent's wrapper (a non-blocking peek on the
+    wrapper would wait for data), else ``sock`` itself."""
+    if ACTIVE:
+        return getattr(sock, "_sock", sock)
+    return sock
+
+
+def fast_watch_readable(fileno: int, callback: Callable[[], None]) -> Watcher:
+    """A loop watcher calling ``callback`` (in the hub) when ``fileno`` turns
+    readable, until stopped. No greenlet per watched socket."""
+    watcher = gevent.get_hub().loop.io(fileno, READ)
+    watcher.start(callback)
+    return watcher
+
+
+def public_watch_readable(fileno: int, callback: Callable[[], None]) -> Watcher | None:
+    """No public API watches a descriptor without a greenlet per socket."""
+    return None
+
+
+def fast_call_after_this_turn(callback: Callable[[], None]) -> None:
+    """Run ``callback`` in the hub once the greenlets ready now have run."""
+    gevent.get_hub().loop.run_callback(callback)
+
+
+def public_call_after_this_turn(callback: Callable[[], None]) -> None:
+    gevent.spawn_raw(callback)
+
+
+watch_readable = fast_watch_readable if ACTIVE else public_watch_readable
+call_after_this_turn = fast_call_after_this_turn if ACTIVE else public_call_after_this_turn
