@@ -23,11 +23,8 @@ import json
 import re
 from collections.abc import Callable, Sequence
 
-# Not in json's __all__, but the C string encoders json.dumps itself uses,
-# stable since Python 3.0; the golden test compares against json.dumps.
-from json.encoder import encode_basestring, encode_basestring_ascii
-
 from .events import DEFAULT_TYPE, Delivery, EventId, Notification, Published, encode, parse_event_id
+from .runtime.jsonenc import ascii_json_string, json_string
 
 # ensure_ascii=False keeps non-Latin text compact; JSON escapes CR/LF inside
 # strings, so the result is always a single line (U+2028 may stay raw: SSE only
@@ -36,7 +33,7 @@ from .events import DEFAULT_TYPE, Delivery, EventId, Notification, Published, en
 # builds a new one per call.
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 dumps = _ENCODER.encode
-json_str = encode_basestring  # a str as a JSON string, byte for byte what dumps gives for it
+json_str = json_string  # a str as a JSON string, byte for byte what dumps gives for it
 
 
 def _target_field(kind: str, name: str, as_str: Callable[[str], str] = json_str) -> str:
@@ -108,8 +105,8 @@ def reply_body(published: Sequence[Published]) -> bytes:
     items = []
     for item in published:
         target = item.notification.target
-        items.append('{"id":' + encode_basestring_ascii(item.id) + ","
-                     + _target_field(target.kind, target.name, encode_basestring_ascii)
-                     + ',"type":' + encode_basestring_ascii(item.notification.type)
+        items.append('{"id":' + ascii_json_string(item.id) + ","
+                     + _target_field(target.kind, target.name, ascii_json_string)
+                     + ',"type":' + ascii_json_string(item.notification.type)
                      + ',"receivers":' + str(int(item.receivers)) + "}")
     return ('{"published":[' + ",".join(items) + '],"count":' + str(len(items)) + "}\n").encode("ascii")

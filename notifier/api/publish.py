@@ -24,7 +24,6 @@ from collections.abc import Callable, Iterable
 from typing import IO, TYPE_CHECKING, Any
 
 from flask import Blueprint, Response, request
-from werkzeug.http import HTTP_STATUS_CODES
 
 from ..auth import PublisherIdentity, authenticate_publisher, publisher_cache
 from ..envelope import reply_body
@@ -40,6 +39,7 @@ from ..errors import (
 )
 from ..events import utc_timestamp
 from ..logs import log_request, request_id_from
+from ..runtime.werkzeug import status_line
 from ..state import current_state
 from ..validation import parse_publish_body
 
@@ -138,7 +138,7 @@ class LeanPublish:
                                          environ.get("CONTENT_TYPE"))
         headers.append(("Content-Length", str(len(reply))))
         headers.append(("X-Request-ID", request_id))
-        start_response(f"{status} {HTTP_STATUS_CODES.get(status, 'Unknown').upper()}", headers)  # as Werkzeug writes it
+        start_response(status_line(status), headers)
         log_request(request_id, "POST", PUBLISH_PATH, status, started, environ.get("REMOTE_ADDR"))
         return [reply]
 

@@ -14,7 +14,6 @@ outcome it is disconnected.
 from __future__ import annotations
 
 import hashlib
-import ssl
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -22,7 +21,7 @@ from typing import Any
 import redis
 from redis.exceptions import NoScriptError
 
-from ..sockets import peek
+from ..runtime.redis import connection_has_pending_bytes, new_connection, send_and_read
 
 
 class ScriptRunner:
@@ -59,15 +58,11 @@ class ScriptRunner:
             self._slots.release()
 
     def _run(self, connection: Any, keys: Sequence[Any], args: Sequence[Any]) -> Any:
-        connection.send_packed_command(connection.pack_command("EVALSHA", self.sha, len(keys), *keys, *args),
-                                       check_health=False)
         try:
-            return connection.read_response()
+            return send_and_read(connection, "EVALSHA", self.sha, len(keys), *keys, *args)
         except NoScriptError:
             # A new or flushed Redis. EVAL sends the source once and caches it there.
-            connection.send_packed_command(connection.pack_command("EVAL", self.script, len(keys), *keys, *args),
-                                           check_health=False)
-            return connection.read_response()
+            return send_and_read(connection, "EVAL", self.script, len(keys), *keys, *args)
 
     def _checkout(self) -> Any:
         try:
@@ -78,7 +73,7 @@ class ScriptRunner:
             if not _clean(connection):
                 connection.disconnect()  # closed by Redis (restart, timeout) or holding stray bytes: send reconnects
             return connection
-        connection = self._pool.connection_class(**self._pool.connection_kwargs)
+        connection = new_connection(self._pool)
         self._all.append(connection)  # at most max_connections: every connection comes back to _idle
         return connection
 
@@ -104,14 +99,4 @@ def _semaphore(size: int) -> Any:
 
 def _clean(connection: Any) -> bool:
     """Connected, and nothing waiting to be read (no EOF, no stray reply)."""
-    sock = getattr(connection, "_sock", None)
-    if sock is None:
-        return True  # not connected yet: send connects
-    if isinstance(connection, redis.SSLConnection) or isinstance(sock, ssl.SSLSocket):
-        # TLS may hold records (session tickets) that are not Redis bytes, and
-        # under gevent the socket inside the TLS wrapper is plain TCP: ask redis-py.
-        try:
-            return not connection.can_read()
-        except (redis.ConnectionError, OSError):
-            return False
-    return peek(getattr(sock, "_sock", sock)) is None  # the OS socket under gevent's wrapper
+    return not connection_has_pending_bytes(connection)

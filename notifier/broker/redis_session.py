@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import gevent
 import redis
@@ -23,9 +23,7 @@ from gevent import select
 from ..runtime.redis import connection_fileno, next_pubsub_message
 from . import BrokerListener
 from .redis_store import text
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .redis import Wanted
+from .redis_wanted import Wanted
 
 log = logging.getLogger("notifier.broker.redis")
 

@@ -21,6 +21,7 @@ from redis.retry import Retry
 from ..channels import ChannelNames
 from ..envelope import LUA_SPLICE, body_without_id
 from ..events import Notification, Published
+from ..runtime.redis import socket_timeout
 from .redis_script import ScriptRunner
 
 PUBLISH_SCRIPT = """
@@ -95,7 +96,7 @@ class RedisStore:
         self.history_max_events = history_max_events
         self.history_max_age_ms = int(history_max_age_seconds * 1000)
         pool = client.connection_pool
-        timeout = pool.connection_kwargs.get("socket_timeout")
+        timeout = socket_timeout(client)
         # Publishing has its own connections (as many again as the pool's):
         # see redis_script.py for why.
         self._script = ScriptRunner(pool, PUBLISH_SCRIPT, getattr(pool, "max_connections", 64), timeout)
