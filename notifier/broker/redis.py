@@ -64,6 +64,7 @@ class RedisBroker:
     def start(self, listener: BrokerListener) -> None:
         if self._greenlet is None:
             self._listener = listener
+            self.wanted.open()
             self._greenlet = gevent.spawn(self._run)
             log.info("redis broker started (node %s)", self.node_id)
 

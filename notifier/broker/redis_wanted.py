@@ -33,15 +33,24 @@ class Wanted:
         self.changed: set[str] = set()
         self.confirmed: set[str] = set()
         self.waiters: list[Waiter] = []
-        self._read_fd, self._write_fd = os.pipe()
-        os.set_blocking(self._read_fd, False)
-        os.set_blocking(self._write_fd, False)
+        # Opened by ``open`` in the process that serves: a pipe made before a
+        # fork (an app preloaded in gunicorn's master) would be shared by every
+        # worker, and one worker's owner would swallow another's wake-ups.
+        self._read_fd = self._write_fd = -1
+
+    def open(self) -> None:
+        if self._read_fd < 0:
+            self._read_fd, self._write_fd = os.pipe()
+            os.set_blocking(self._read_fd, False)
+            os.set_blocking(self._write_fd, False)
 
     @property
     def wake_fd(self) -> int:
         return self._read_fd
 
     def wake(self) -> None:
+        if self._write_fd < 0:
+            return  # not started: the first session subscribes everything wanted
         try:
             os.write(self._write_fd, b"!")
         except BlockingIOError:
@@ -69,5 +78,7 @@ class Wanted:
                 self.waiters.remove(waiter)
 
     def close(self) -> None:
-        os.close(self._read_fd)
-        os.close(self._write_fd)
+        if self._read_fd >= 0:
+            os.close(self._read_fd)
+            os.close(self._write_fd)
+            self._read_fd = self._write_fd = -1

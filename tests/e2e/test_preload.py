@@ -99,7 +99,7 @@ def test_each_worker_subscribes_for_itself_and_streams_receive(host: HostGunicor
                message="one subscriber per worker")
     streams = [SSEConnection(host.url + "/v1/events", tokens.bearer(tokens.token("alice"))) for _ in range(8)]
     try:
-        assert all(stream.status == 200 for stream in streams)
+        assert all(stream.status == 200 for stream in streams), [(stream.status, getattr(stream, 'body', None)) for stream in streams]
         served_by = {requests.get(host.url + "/host/pid", timeout=5).json()["pid"] for _ in range(20)}
         assert served_by <= set(workers)
         response = requests.post(host.url + "/v1/publish", json={"user_id": "alice", "message": "hello"},
