@@ -93,6 +93,11 @@ class Session:
         wanted = {channel for channel in candidates if channel in self.wanted.channels}
         add = wanted - self._requested
         remove = (candidates - wanted) & self._requested
+        # Left and wanted again before we sent the UNSUBSCRIBE: still
+        # subscribed, so confirmed again at once (unless a SUBSCRIBE is in flight).
+        for channel in (wanted & self._requested) - self.wanted.confirmed:
+            if not self._outstanding.get(channel):
+                self.wanted.confirm(channel)
         if add:
             self.pubsub.subscribe(*sorted(add))
             self._requested |= add

@@ -166,3 +166,15 @@ def test_the_redis_subscriber_still_delivers_on_the_public_api_fallback(redis_se
         pump_until(lambda: any(sent.id in payload for _channel, payload in listener.received))
     finally:
         broker.stop()
+
+
+def test_a_channel_left_and_wanted_again_at_once_is_confirmed_at_once(backend: Backend) -> None:
+    """The last client leaves and a new one arrives before the subscriber
+    acted on the leave: the channel never stopped being subscribed, so the
+    new client must not wait for a confirmation that will not come."""
+    alice = backend.names.user("alice")
+    backend.broker.subscribe([alice])
+    backend.broker.unsubscribe([alice])
+    backend.broker.subscribe([alice])  # raises BrokerUnavailable after the timeout if it waits in vain
+    [sent] = backend.broker.publish(note(Target("user", "alice")))
+    pump_until(lambda: any(sent.id in payload for _channel, payload in backend.listener.received))
