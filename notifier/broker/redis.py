@@ -32,7 +32,7 @@ from ..events import Notification, Published
 from . import BrokerListener, Health
 from .redis_session import ProbeFailed, Session, SessionSettings
 from .redis_store import RedisStore
-from .redis_wanted import Waiter, Wanted
+from .redis_wanted import Wanted
 
 log = logging.getLogger("notifier.broker.redis")
 
@@ -82,18 +82,15 @@ class RedisBroker:
             if channel not in wanted.channels:
                 wanted.channels.add(channel)
                 wanted.changed.add(channel)
-        missing = set(channels) - wanted.confirmed
-        if not missing:
+        waiter = wanted.waiter(channels)
+        if waiter is None:
             return
-        waiter = Waiter(missing)
-        wanted.waiters.append(waiter)
         wanted.wake()
         try:
             if not waiter.done.wait(self.subscribe_timeout):
                 raise BrokerUnavailable("could not subscribe in time; retry later")
         finally:
-            if waiter in wanted.waiters:
-                wanted.waiters.remove(waiter)
+            wanted.forget(waiter)
 
     def unsubscribe(self, channels: list[str]) -> None:
         wanted = self.wanted
@@ -156,4 +153,4 @@ class RedisBroker:
             log.debug("redis subscriber still down: %s", why)
         session.live = False
         self._why_not_ready = "subscriber down: " + why
-        self.wanted.confirmed.clear()
+        self.wanted.go_down()

@@ -75,7 +75,7 @@ class Session:
         self.listener.resubscribed()
         self.live = True
         self.last_alive = time.time()
-        self.wanted.release_waiters()
+        self.wanted.go_live()
         log.info("redis subscriber connected: %d channels", len(self.wanted.confirmed))
         self._read_forever()
 
@@ -134,8 +134,6 @@ class Session:
             if woken:
                 self._sync(self.wanted.drain())
             more = self._read_batch()
-            if self.wanted.waiters:
-                self.wanted.release_waiters()
             self._check_probe()
             gevent.sleep(0)  # let the streams write what they got
 

@@ -24,7 +24,9 @@ class Wanted:
 
     ``changed`` holds the channels whose wish changed since the owner last
     looked, so the owner never compares all (10,000s of) channels; the pipe
-    wakes the owner from its wait on the socket.
+    wakes the owner from its wait on the socket. Waiters are indexed by
+    channel, so a confirmation wakes its own waiters without looking at the
+    others (thousands of clients may arrive at once).
     """
 
     def __init__(self, always: set[str]):
@@ -32,7 +34,10 @@ class Wanted:
         self.channels: set[str] = set(always)
         self.changed: set[str] = set()
         self.confirmed: set[str] = set()
-        self.waiters: list[Waiter] = []
+        # Whether the current session has caught up: before that, a
+        # confirmation does not release anybody yet.
+        self.live = False
+        self._waiting: dict[str, list[Waiter]] = {}
         # Opened by ``open`` in the process that serves: a pipe made before a
         # fork (an app preloaded in gunicorn's master) would be shared by every
         # worker, and one worker's owner would swallow another's wake-ups.
@@ -66,16 +71,46 @@ class Wanted:
         changed, self.changed = self.changed, set()
         return changed
 
+    # -- waiting for confirmations -------------------------------------------
+
+    def waiter(self, channels: list[str]) -> Waiter | None:
+        """A waiter for those of ``channels`` not confirmed live yet; None when all are."""
+        missing = set(channels) if not self.live else set(channels) - self.confirmed
+        if not missing:
+            return None
+        waiter = Waiter(missing)
+        for channel in missing:
+            self._waiting.setdefault(channel, []).append(waiter)
+        return waiter
+
+    def forget(self, waiter: Waiter) -> None:
+        for channel in waiter.missing:
+            waiting = self._waiting.get(channel)
+            if waiting and waiter in waiting:
+                waiting.remove(waiter)
+                if not waiting:
+                    del self._waiting[channel]
+
     def confirm(self, channel: str) -> None:
         self.confirmed.add(channel)
+        if self.live:
+            self._release(channel)
 
-    def release_waiters(self) -> None:
-        """Wake every waiter whose channels are all confirmed."""
-        for waiter in list(self.waiters):
-            waiter.missing -= self.confirmed
+    def go_live(self) -> None:
+        """The session caught up: release everyone whose channels are confirmed."""
+        self.live = True
+        for channel in [c for c in self._waiting if c in self.confirmed]:
+            self._release(channel)
+
+    def go_down(self) -> None:
+        self.live = False
+        self.confirmed.clear()
+
+    def _release(self, channel: str) -> None:
+        for waiter in self._waiting.pop(channel, ()):
+            waiter.missing.discard(channel)
             if not waiter.missing:
                 waiter.done.set()
-                self.waiters.remove(waiter)
 
     def close(self) -> None:
         if self._read_fd >= 0:
