@@ -178,3 +178,21 @@ def test_a_channel_left_and_wanted_again_at_once_is_confirmed_at_once(backend: B
     backend.broker.subscribe([alice])  # raises BrokerUnavailable after the timeout if it waits in vain
     [sent] = backend.broker.publish(note(Target("user", "alice")))
     pump_until(lambda: any(sent.id in payload for _channel, payload in backend.listener.received))
+
+
+def test_a_thousand_first_subscribers_at_once_are_all_confirmed(redis_server, prefix: str) -> None:
+    """A reconnect storm or a fan-out ramp: each confirmation must wake its
+    own waiters without walking everybody else's."""
+    import gevent
+
+    names = ChannelNames(prefix)
+    broker = RedisBroker(names, RedisStore(make_client(redis_server.url, 2), names), SessionSettings(2, 0.5, 1),
+                         subscribe_timeout=3)
+    broker.start(Listener())
+    try:
+        pump_until(lambda: broker.health().ok)
+        jobs = [gevent.spawn(broker.subscribe, [names.user(f"u{i}")]) for i in range(1000)]
+        gevent.joinall(jobs, timeout=10)
+        assert [job.exception for job in jobs if not job.successful()] == []
+    finally:
+        broker.stop()
