@@ -65,6 +65,10 @@ class Session:
         self._outstanding: dict[str, int] = {}
         self._probe_sent: float | None = None
         self._last_traffic = time.monotonic()
+        # Messages that arrive while the session still confirms its channels:
+        # handed over only after the catch-up, so nothing newer overtakes
+        # what the outage missed (a subscription drops ids below its newest).
+        self._held: list[tuple[str, str]] | None = []
 
     def run(self) -> None:
         self.wanted.drain()  # every wanted channel is subscribed now
@@ -73,6 +77,9 @@ class Session:
         # Before any waiter is released: a stream starts once what the outage
         # missed is queued ahead of anything newer.
         self.listener.resubscribed()
+        held, self._held = self._held or [], None
+        for channel, payload in held:
+            self.listener.deliver(channel, payload)
         self.live = True
         self.last_alive = time.time()
         self.wanted.go_live()
@@ -157,6 +164,8 @@ class Session:
             self.last_alive = time.time()
             if channel == self.probe_channel:
                 self._probe_sent = None
+            elif self._held is not None:
+                self._held.append((channel, text(message.get("data"))))
             else:
                 self.listener.deliver(channel, text(message.get("data")))
         elif kind == "subscribe":

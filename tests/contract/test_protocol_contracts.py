@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import gevent
 import pytest
 
 from notifier.broker import Broker, CatchUp, History
@@ -196,3 +197,40 @@ def test_a_thousand_first_subscribers_at_once_are_all_confirmed(redis_server, pr
         assert [job.exception for job in jobs if not job.successful()] == []
     finally:
         broker.stop()
+
+
+def test_messages_that_arrive_while_a_session_confirms_wait_for_the_catch_up(redis_server, prefix: str) -> None:
+    """A live message must not reach the core before the catch-up of what the
+    outage missed: a stream would then drop the older, caught-up events as
+    duplicates. Driven through the session itself, with our own listener."""
+    from notifier.broker.redis_session import Session
+    from notifier.broker.redis_wanted import Wanted
+
+    calls: list[str] = []
+
+    class Recorder(Listener):
+        def deliver(self, channel: str, payload: str) -> None:
+            calls.append("deliver")
+
+        def resubscribed(self) -> None:
+            calls.append("resubscribed")
+
+    names = ChannelNames(prefix)
+    client = make_client(redis_server.url, 2)
+    wanted = Wanted({names.broadcast})
+    wanted.open()
+    session = Session(client, wanted, Recorder(), names.probe("t"), SessionSettings(2, 5, 3))
+    try:
+        session._handle({"type": "message", "channel": names.broadcast.encode(), "data": b"{}"})
+        assert calls == [], "held while the session is not caught up"
+        session.pubsub.subscribe(names.broadcast)  # connects, so the session can confirm
+        session._requested = {names.broadcast}
+        session._outstanding = {names.broadcast: 1}
+        runner = gevent.spawn(session.run)
+        pump_until(lambda: session.live)
+        runner.kill()
+        assert calls[:2] == ["resubscribed", "deliver"]
+    finally:
+        session.close()
+        wanted.close()
+        client.close()
