@@ -12,6 +12,7 @@ from .channels import ChannelNames
 from .config import Config
 from .core import Core
 from .drain import drain_streams
+from .hub import Hub
 from .metrics import Metrics, SubscriberGauges
 from .validation import Limits
 
@@ -30,7 +31,7 @@ class NotifierState:
         self._drainer: gevent.Greenlet | None = None
 
     @property
-    def hub(self) -> Any:
+    def hub(self) -> Hub:
         return self.core.hub
 
     def start(self) -> None:
