@@ -15,11 +15,11 @@ import logging
 import time
 from typing import Any
 
-import gevent
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
 from .config import multiprocess_metrics_dir
 from .hub import CloseReason
+from .periodic import Every
 from .runtime.gevent import call_after_this_turn
 from .runtime.prometheus import observe_many
 
@@ -183,7 +183,7 @@ class SubscriberGauges:
         self.metrics = metrics
         self.interval = interval
         self._reconnects = 0
-        self._greenlet: gevent.Greenlet | None = None
+        self._chore: Every | None = None
 
     def refresh(self, source: Any) -> None:
         """``source`` has ``health()`` (the core or a broker)."""
@@ -196,19 +196,13 @@ class SubscriberGauges:
             self.metrics.subscriber_probe_age.set(max(0.0, time.time() - health.last_alive))
 
     def start(self, source: Any) -> None:
-        if self._greenlet is None:
-            self._greenlet = gevent.spawn(self._run, source)
+        """Refresh from ``source`` every ``interval`` seconds until it says "stopping"."""
+        if self._chore is None:
+            self._chore = Every(self.interval, lambda: self.refresh(source), "refresh subscriber gauges",
+                                until=lambda: source.health().reason == "stopping")
+            self._chore.start()
 
     def stop(self) -> None:
-        if self._greenlet is not None:
-            self._greenlet.kill(block=False)
-            self._greenlet = None
-
-    def _run(self, source: Any) -> None:
-        # Ends with the broker (its health says "stopping" once stopped).
-        while source.health().reason != "stopping":
-            try:
-                self.refresh(source)
-            except Exception:  # a gauge must never take the worker down
-                log.exception("could not refresh subscriber gauges")
-            gevent.sleep(self.interval)
+        if self._chore is not None:
+            self._chore.stop()
+            self._chore = None

@@ -32,7 +32,7 @@ import sys
 import time
 from typing import Any
 
-import gevent
+from .periodic import Every
 
 log = logging.getLogger("notifier.gc")
 
@@ -71,7 +71,7 @@ class PauseRecorder:
         self.interval = interval
         self._started = 0.0
         self._pending: list[tuple[int, float]] = []
-        self._greenlet: gevent.Greenlet | None = None
+        self._chore = Every(interval, self.flush, "record garbage collection pauses")
 
     def on_collection(self, phase: str, info: dict[str, int]) -> None:
         if phase == "start":
@@ -85,21 +85,12 @@ class PauseRecorder:
             self.histogram.labels(str(generation)).observe(seconds)
 
     def start(self) -> None:
-        if self._greenlet is None:
+        if not self._chore.running:
             gc.callbacks.append(self.on_collection)
-            self._greenlet = gevent.spawn(self._run)
+            self._chore.start()
 
     def stop(self) -> None:
-        if self._greenlet is not None:
+        if self._chore.running:
             gc.callbacks.remove(self.on_collection)
-            self._greenlet.kill(block=False)
-            self._greenlet = None
+            self._chore.stop()
         self.flush()
-
-    def _run(self) -> None:
-        while True:
-            gevent.sleep(self.interval)
-            try:
-                self.flush()
-            except Exception:  # a metric must never take the worker down
-                log.exception("could not record garbage collection pauses")

@@ -18,7 +18,7 @@ import os
 import time
 from typing import Any
 
-import gevent
+from .periodic import Every
 
 log = logging.getLogger("notifier.metrics")
 
@@ -59,7 +59,7 @@ class ResourceSampler:
         self.metrics = metrics
         self.interval = interval
         self._cpu = 0.0  # a forked worker's CPU time starts at 0: the first sample counts all of it
-        self._greenlet: gevent.Greenlet | None = None
+        self._chore = Every(interval, self.sample, "sample the worker's CPU and memory")
 
     def sample(self) -> None:
         cpu = time.process_time()
@@ -69,20 +69,10 @@ class ResourceSampler:
         self.metrics.worker_memory.set(resident_bytes())
 
     def start(self) -> None:
-        if self._greenlet is None:
+        if not self._chore.running:
             self.metrics.memory_limit.set(memory_limit_bytes())
             self.sample()
-            self._greenlet = gevent.spawn(self._run)
+            self._chore.start()
 
     def stop(self) -> None:
-        if self._greenlet is not None:
-            self._greenlet.kill(block=False)
-            self._greenlet = None
-
-    def _run(self) -> None:
-        while True:
-            gevent.sleep(self.interval)
-            try:
-                self.sample()
-            except Exception:  # a metric must never take the worker down
-                log.exception("could not sample the worker's CPU and memory")
+        self._chore.stop()
