@@ -12,20 +12,23 @@ from .channels import ChannelNames
 from .config import Config
 from .core import Core
 from .drain import drain_streams
-from .metrics import Metrics, SubscriberGauges
+from .metrics import Metrics, SubscriberGauges, UndecodableEntries
 from .validation import Limits
 
 log = logging.getLogger("notifier")
 
 
 class NotifierState:
-    def __init__(self, config: Config, core: Core, metrics: Metrics, names: ChannelNames, gauges: SubscriberGauges):
+    def __init__(self, config: Config, core: Core, metrics: Metrics, names: ChannelNames, gauges: SubscriberGauges,
+                 undecodable: UndecodableEntries | None = None):
         self.config = config
         self.core = core
         self.metrics = metrics
         self.names = names
         self.subscriber_gauges = gauges
-        self.limits = Limits(config.max_payload_bytes, config.max_batch, config.max_recipients)
+        self.undecodable = undecodable or UndecodableEntries(metrics)
+        self.limits = Limits(config.max_payload_bytes, config.max_batch, config.max_recipients,
+                             config.max_data_depth)
         self.draining = False
         self._drainer: gevent.Greenlet | None = None
 
