@@ -27,6 +27,14 @@ from ..support.processes import RedisServer
 TS = "2026-01-01T00:00:00.000Z"
 
 
+def started(app: Any) -> Any:
+    """The app with its broker up: the first request starts it in this process."""
+    state = app.extensions["notifier"]
+    app.test_client().get("/livez")
+    pump_until(lambda: state.core.health().ok)
+    return app
+
+
 def pump_until(predicate: Any, timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -47,20 +55,16 @@ def any_app(request: Any, prefix: str) -> Iterator[Any]:
     overrides: dict[str, object] = {}
     if request.param == "redis":
         overrides = dict(redis_url=request.getfixturevalue("redis_server").url, redis_prefix=prefix)
-    app = create_app(make_config(**overrides))
-    state = app.extensions["notifier"]
-    pump_until(lambda: state.core.health().ok)
+    app = started(create_app(make_config(**overrides)))
     yield app
-    state.stop()
+    app.extensions["notifier"].stop()
 
 
 @pytest.fixture
 def redis_app(redis_server: RedisServer, prefix: str) -> Iterator[Any]:
-    app = create_app(make_config(redis_url=redis_server.url, redis_prefix=prefix, page_max_bytes=64 * 1024))
-    state = app.extensions["notifier"]
-    pump_until(lambda: state.core.health().ok)
+    app = started(create_app(make_config(redis_url=redis_server.url, redis_prefix=prefix, page_max_bytes=64 * 1024)))
     yield app
-    state.stop()
+    app.extensions["notifier"].stop()
 
 
 # --------------------------------------------------------------------------
@@ -216,10 +220,9 @@ def test_the_smallest_real_cursor_is_an_empty_last_page(any_app) -> None:
 
 def test_a_redis_outage_is_the_only_503(prefix) -> None:
     server = RedisServer().start()
-    app = create_app(make_config(redis_url=server.url, redis_prefix=prefix, redis_socket_timeout=0.5))
+    app = started(create_app(make_config(redis_url=server.url, redis_prefix=prefix, redis_socket_timeout=0.5)))
     state = app.extensions["notifier"]
     try:
-        pump_until(lambda: state.core.health().ok)
         client = app.test_client()
         server.stop()
         response = client.get("/v1/notifications?before=1-0", headers=tokens.bearer(tokens.token("alice")))
