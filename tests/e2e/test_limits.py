@@ -1,0 +1,132 @@
+"""Bounds under a real gunicorn (gevent workers) and a real redis-server
+(issue 12): what a reconnect can make a worker read, what a client that
+stops reading can hold, how many streams a user or a worker can open, and
+health probes that answer whatever the streams do. Each test prints what
+it measured (``pytest -s``)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+import requests
+
+from ..support import tokens
+from ..support.processes import Gunicorn, RedisServer, rss_kib, wait_until
+from ..support.sse import SSEConnection
+
+pytestmark = pytest.mark.e2e
+
+PREFIX = "notifier:"
+TOPICS = [f"load:{i}" for i in range(20)]
+
+# Writes ``count`` events of ``size`` bytes into each topic's history, with
+# ids following the sequence, and moves the sequence past them: what a busy
+# publisher would have left, in one call per topic instead of 20,000 publishes.
+FILL_SCRIPT = """
+local ms = tonumber(redis.call('HGET', KEYS[1], 'ms'))
+local seq = tonumber(redis.call('HGET', KEYS[1], 'seq'))
+local big = string.rep('x', tonumber(ARGV[2]))
+for i = 1, tonumber(ARGV[1]) do
+  seq = seq + 1
+  local id = string.format('%d-%d', ms, seq)
+  local payload = '{"id":"' .. id .. '","topic":"' .. ARGV[3] .. '","type":"notification","message":"' .. big ..
+    '","data":{},"timestamp":"2026-01-01T00:00:00.000Z"}'
+  redis.call('XADD', KEYS[2], id, 'd', payload)
+end
+redis.call('HSET', KEYS[1], 'seq', seq)
+return seq
+"""
+
+
+@pytest.fixture(scope="module")
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer().start()
+    yield server
+    server.stop()
+
+
+def start_gunicorn(redis_server: RedisServer, workers: int = 1, **settings: str) -> Gunicorn:
+    env = {
+        "NOTIFIER_REDIS_URL": redis_server.url,
+        "NOTIFIER_JWT_SECRET": tokens.SECRET,
+        "NOTIFIER_HEARTBEAT_SECONDS": "1",
+        "NOTIFIER_PROBE_INTERVAL_SECONDS": "1",
+    }
+    env.update({f"NOTIFIER_{name.upper()}": value for name, value in settings.items()})
+    return Gunicorn(env, workers=workers).start()
+
+
+def publish(server: Gunicorn, body: object) -> list[str]:
+    response = requests.post(server.url + "/v1/publish", json=body, headers=tokens.bearer(tokens.publisher()), timeout=10)
+    assert response.status_code == 202, response.text
+    return [item["id"] for item in response.json()["published"]]
+
+
+class PeakRSS:
+    """Samples a process's resident memory every few milliseconds while running."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+        self.start_kib = rss_kib(pid)
+        self.peak_kib = self.start_kib
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak_kib = max(self.peak_kib, rss_kib(self.pid))
+            time.sleep(0.005)
+
+    def __enter__(self) -> PeakRSS:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    @property
+    def growth_mb(self) -> float:
+        return (self.peak_kib - self.start_kib) / 1024
+
+
+# --------------------------------------------------------------------------
+# Finding 4: a replay's memory is bounded whatever the history holds
+# --------------------------------------------------------------------------
+
+
+def test_replay_over_a_huge_history_resets_without_reading_it(redis_server) -> None:
+    """20 topics x 1,000 x 60 KB (1.2 GB in Redis); four clients resume from
+    before all of it at once. The worker answers ``too_many`` and its memory
+    grows by less than 50 MB."""
+    server = start_gunicorn(redis_server)
+    client = redis_server.client()
+    try:
+        [resume_from] = publish(server, {"topic": TOPICS[0], "message": "before the flood"})
+        fill = client.register_script(FILL_SCRIPT)
+        for topic in TOPICS:
+            fill(keys=[PREFIX + "sequence", f"{PREFIX}history:topic:{topic}"], args=[1000, 60_000, topic])
+        assert client.xlen(f"{PREFIX}history:topic:{TOPICS[-1]}") == 1000
+        query = "?" + "&".join(f"topic={topic}" for topic in TOPICS)
+        headers = {**tokens.bearer(tokens.token("alice", topics=["load:*"])), "Last-Event-ID": resume_from}
+        [worker] = server.worker_pids()
+        requests.get(server.url + "/livez", timeout=5)  # warm
+        with PeakRSS(worker) as rss:
+            connections = [SSEConnection(server.url + "/v1/events" + query, headers, timeout=60) for _ in range(4)]
+            first = [connection.events(10) for connection in connections]
+            time.sleep(0.2)
+        for connection in connections:
+            connection.close()
+        for events in first:
+            assert [(e.event, e.json()["reason"]) for e in events[:1]] == [("reset", "too_many")], events[:1]
+        print(f"\nreplay over 20 x 1,000 x 60 KB, 4 clients at once: worker RSS +{rss.growth_mb:.1f} MB "
+              f"({rss.start_kib // 1024} -> {rss.peak_kib // 1024} MB)")
+        assert rss.growth_mb < 50, f"worker RSS grew {rss.growth_mb:.0f} MB"
+    finally:
+        server.stop()
+        client.flushall()
