@@ -32,7 +32,8 @@ def build_core(config: Config, names: ChannelNames, on_evict: Callable[[Subscrip
     """The hub, the broker and the history this configuration asks for."""
     # Heartbeats and deadlines are checked 4 times per heartbeat (at most
     # once a second): each is at most that late.
-    hub = Hub(on_evict=on_evict, alarm_interval=min(1.0, config.heartbeat_seconds / 4))
+    hub = Hub(on_evict=on_evict, alarm_interval=min(1.0, config.heartbeat_seconds / 4),
+              write_timeout=config.write_timeout_seconds)
     if config.redis_url is None:
         memory = MemoryHistory(config.history_max_events, config.history_max_age_seconds, config.replay_max_events,
                                config.replay_max_bytes)

@@ -28,7 +28,7 @@ log = logging.getLogger("notifier.metrics")
 # Every label value a counter can take, so each series exists (at 0) from the
 # first scrape: rate() and absent() need the series before the first event.
 DISCONNECT_REASONS = (CloseReason.CLIENT_GONE, CloseReason.TOKEN_EXPIRED, CloseReason.DEADLINE, CloseReason.EVICTED,
-                      CloseReason.SHUTDOWN, CloseReason.ERROR)
+                      CloseReason.SHUTDOWN, CloseReason.WRITE_TIMEOUT, CloseReason.ERROR)
 TARGET_KINDS = ("user", "topic", "broadcast")
 AUTH_ENDPOINTS = ("events", "notifications", "publish")
 RESET_REASONS = ("unknown_id", "too_old", "too_many", "history_lost")

@@ -76,7 +76,7 @@ def events() -> Response:
     channels = state.names.for_subscriber(subscriber.user_id, topics)
     resume_text = request.headers.get("Last-Event-ID") or request.args.get("last_event_id")
 
-    subscription = Subscription(subscriber.user_id, channels, state.config.queue_size)
+    subscription = Subscription(subscriber.user_id, channels, state.config.queue_size, state.config.queue_bytes)
     try:
         opening = _opening_bytes(state, state.core.open(subscription, resume_text))
     except NotifierError as exc:

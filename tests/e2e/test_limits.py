@@ -6,7 +6,6 @@ it measured (``pytest -s``)."""
 
 from __future__ import annotations
 
-import json
 import socket
 import threading
 import time
@@ -130,3 +129,96 @@ def test_replay_over_a_huge_history_resets_without_reading_it(redis_server) -> N
     finally:
         server.stop()
         client.flushall()
+
+
+# --------------------------------------------------------------------------
+# Finding 5: a client that stops reading holds nothing past its bounds
+# --------------------------------------------------------------------------
+
+
+def metric(server: Gunicorn, line_start: str) -> float:
+    text = requests.get(server.url + "/metrics", timeout=5).text
+    values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(line_start)]
+    return sum(values)
+
+
+def disconnects(server: Gunicorn, reason: str) -> float:
+    return metric(server, f'notifier_stream_disconnects_total{{reason="{reason}"}}')
+
+
+def stalled_stream(server: Gunicorn, token: str) -> socket.socket:
+    """A real client that reads the response head and then stops reading,
+    with a small receive buffer so the server's writes soon block."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(5)
+    sock.connect(("127.0.0.1", server.port))
+    sock.sendall(f"GET /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n".encode())
+    head = sock.recv(1024)
+    assert head.startswith(b"HTTP/1.1 200"), head
+    return sock
+
+
+def flood(server: Gunicorn, user: str, megabytes: int = 9) -> None:
+    """About ``megabytes`` of events for ``user``, more than the socket buffers hold."""
+    for _ in range(megabytes // 3):
+        publish(server, [{"user_id": user, "message": "x" * 60_000}] * 50)
+
+
+def stream_ends(server: Gunicorn, reason: str, before: float, within: float) -> float:
+    """Seconds until a stream ended with ``reason`` (fails after ``within``)."""
+    started = time.monotonic()
+    wait_until(lambda: disconnects(server, reason) > before, within, interval=0.1, message=f"a stream ended: {reason}")
+    return time.monotonic() - started
+
+
+@pytest.fixture(scope="module")
+def patient_server(redis_server) -> Iterator[Gunicorn]:
+    """Large queues and a long write timeout: only the token's expiry or
+    the write timeout can end a stalled stream."""
+    server = start_gunicorn(redis_server, queue_bytes=str(64 * 1024 * 1024), write_timeout_seconds="6")
+    yield server
+    server.stop()
+
+
+def test_a_stream_blocked_in_a_write_still_ends_at_its_token_expiry(patient_server) -> None:
+    server = patient_server
+    before = disconnects(server, "token_expired")
+    expires_at = time.time() + 3
+    sock = stalled_stream(server, tokens.token("stalled-exp", ttl=3))
+    try:
+        flood(server, "stalled-exp")
+        took = stream_ends(server, "token_expired", before, within=5)
+        late = time.time() - expires_at
+        print(f"\nstalled reader: stream ended {late:.2f} s after its token's exp")
+        assert late < 2, "closed at exp (within the alarm clock's second), not at the write timeout"
+        assert took < 5 and metric(server, "notifier_streams_open") == 0
+    finally:
+        sock.close()
+
+
+def test_a_write_that_blocks_past_the_write_timeout_ends_the_stream(patient_server) -> None:
+    server = patient_server
+    before = disconnects(server, "write_timeout")
+    sock = stalled_stream(server, tokens.token("stalled-write"))
+    try:
+        flood(server, "stalled-write")
+        took = stream_ends(server, "write_timeout", before, within=12)
+        print(f"\nstalled reader: stream ended {took:.2f} s after the flood (write timeout 6 s)")
+        assert metric(server, "notifier_streams_open") == 0
+    finally:
+        sock.close()
+
+
+def test_a_queue_over_its_bytes_evicts_the_stream(redis_server) -> None:
+    server = start_gunicorn(redis_server, queue_bytes=str(256 * 1024), write_timeout_seconds="60")
+    try:
+        sock = stalled_stream(server, tokens.token("stalled-queue"))
+        try:
+            flood(server, "stalled-queue")
+            stream_ends(server, "evicted", 0, within=5)
+            assert metric(server, "notifier_evictions_total") == 1
+        finally:
+            sock.close()
+    finally:
+        server.stop()
