@@ -68,6 +68,7 @@ class Config:
     max_topics: int = 20
     max_streams_per_user: int = 20
     max_streams_per_worker: int = 9000
+    stream_lease_seconds: float = 60.0
 
     max_payload_bytes: int = 64 * 1024
     max_batch: int = 100
@@ -207,6 +208,7 @@ class Config:
             max_streams_per_user=reader.number("MAX_STREAMS_PER_USER", 20, int, 1, 100_000),
             max_streams_per_worker=reader.number(
                 "MAX_STREAMS_PER_WORKER", default_streams_per_worker(worker_connections), int, 1, 1_000_000),
+            stream_lease_seconds=reader.number("STREAM_LEASE_SECONDS", 60.0, float, 3, 3600),
             max_payload_bytes=reader.number("MAX_PAYLOAD_BYTES", 64 * 1024, int, 64, 16 * 1024 * 1024),
             max_batch=reader.number("MAX_BATCH", 100, int, 1, 10_000),
             max_recipients=reader.number("MAX_RECIPIENTS", 1000, int, 1, 100_000),
@@ -326,7 +328,7 @@ ENV_VARS = (
     "JWT_PUBLIC_KEY_FILE", "JWT_PRIVATE_KEY_FILE", "JWT_COOKIE_NAME", "JWT_COOKIE_SECURE",
     "JWT_LEEWAY_SECONDS", "DEV_SECRET_FILE", "HEARTBEAT_SECONDS", "RETRY_MS", "MAX_STREAM_SECONDS",
     "QUEUE_SIZE", "QUEUE_BYTES", "WRITE_TIMEOUT_SECONDS", "MAX_TOPICS", "MAX_STREAMS_PER_USER",
-    "MAX_STREAMS_PER_WORKER", "MAX_PAYLOAD_BYTES", "MAX_BATCH", "MAX_RECIPIENTS", "MAX_DATA_DEPTH",
+    "MAX_STREAMS_PER_WORKER", "STREAM_LEASE_SECONDS", "MAX_PAYLOAD_BYTES", "MAX_BATCH", "MAX_RECIPIENTS", "MAX_DATA_DEPTH",
     "PAGE_MAX_BYTES", "HISTORY_MAX_EVENTS", "HISTORY_MAX_AGE_SECONDS", "REPLAY_MAX_EVENTS", "REPLAY_MAX_BYTES",
     "PROBE_INTERVAL_SECONDS", "PROBE_TIMEOUT_SECONDS", "DRAIN_SECONDS", "LOG_LEVEL",
 )

@@ -8,13 +8,16 @@ notifications next to its own views. Nothing happens at import time.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from typing import Any
 
 from flask import Flask, g, request
 
-from .broker.memory import MemoryBroker, MemoryHistory
+from .admission import StreamAdmission
+from .broker import StreamLeases
+from .broker.memory import MemoryBroker, MemoryHistory, MemoryStreamLeases
 from .channels import ChannelNames
 from .config import Config
 from .core import Core
@@ -51,6 +54,22 @@ def build_core(config: Config, names: ChannelNames, on_evict: Callable[[Subscrip
     return Core(hub, RedisBroker(names, store, settings), history)
 
 
+def build_admission(config: Config, names: ChannelNames) -> StreamAdmission:
+    """The per-worker and per-user stream caps; the user's count lives in
+    Redis when there is one, so it holds across pods."""
+    leases: StreamLeases
+    if config.redis_url is None:
+        leases = MemoryStreamLeases()
+    else:
+        from .broker.redis_leases import RedisStreamLeases
+        from .broker.redis_store import make_client
+
+        client = make_client(config.redis_url, config.redis_socket_timeout, max_connections=16)
+        leases = RedisStreamLeases(client, names, config.stream_lease_seconds)
+    retry_after = max(1, math.ceil(config.retry_ms / 1000))
+    return StreamAdmission(leases, config.max_streams_per_user, config.max_streams_per_worker, retry_after)
+
+
 class Notifier:
     def __init__(self, app: Flask | None = None, config: Config | None = None):
         self.config = config
@@ -71,7 +90,8 @@ class Notifier:
 
         undecodable = UndecodableEntries(metrics)
         core = build_core(config, names, on_evict, undecodable)
-        state = NotifierState(config, core, metrics, names, SubscriberGauges(metrics), undecodable)
+        state = NotifierState(config, core, metrics, names, SubscriberGauges(metrics), undecodable,
+                              build_admission(config, names))
         app.extensions["notifier"] = state
         configure_jwt(app, config, override=standalone)
         register_blueprints(app, state, standalone=standalone)

@@ -78,13 +78,18 @@ def events() -> Response:
 
     subscription = Subscription(subscriber.user_id, channels, state.config.queue_size, state.config.queue_bytes)
     try:
-        opening = _opening_bytes(state, state.core.open(subscription, resume_text))
+        lease = state.admission.admit(subscriber.user_id)
+        try:
+            opening = _opening_bytes(state, state.core.open(subscription, resume_text))
+        except BaseException:
+            state.admission.release(subscriber.user_id, lease)
+            raise
     except NotifierError as exc:
         state.metrics.stream_rejections.labels(str(exc.status)).inc()
         raise
 
     plan = _plan(state, subscriber, subscription, opening)
-    record = StreamRecord(state, subscription, getattr(g, "notifier_request_id", None))
+    record = StreamRecord(state, subscription, lease, getattr(g, "notifier_request_id", None))
     # Not a method of the record: the subscription would hold the record that
     # holds it (a cycle, for the garbage collector to find).
     subscription.on_evict = functools.partial(shutdown_socket, plan.raw_socket)
@@ -118,11 +123,12 @@ class StreamRecord:
     every object per stream is paid for in pause time (docs/deployment.md).
     """
 
-    __slots__ = ("finished", "request_id", "started", "state", "subscription")
+    __slots__ = ("finished", "lease", "request_id", "started", "state", "subscription")
 
-    def __init__(self, state: NotifierState, subscription: Subscription, request_id: str | None):
+    def __init__(self, state: NotifierState, subscription: Subscription, lease: str, request_id: str | None):
         self.state = state
         self.subscription = subscription
+        self.lease = lease
         self.request_id = request_id
         self.started = time.monotonic()
         self.finished = False
@@ -139,7 +145,10 @@ class StreamRecord:
         subscription = self.subscription
         state = self.state
         try:
-            state.core.leave(subscription)
+            try:
+                state.core.leave(subscription)
+            finally:
+                state.admission.release(subscription.user_id, self.lease)
         finally:
             # Counted and logged once, even if detaching failed.
             state.metrics.streams_open.dec()

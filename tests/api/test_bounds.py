@@ -42,6 +42,14 @@ def pump_until(predicate: Any, timeout: float = 5.0) -> None:
         gevent.sleep(0)
 
 
+def counter(client: Any, series: str) -> float:
+    """A series' value in this process's /metrics (counters are process-wide: compare deltas)."""
+    for line in client.get("/metrics").get_data(as_text=True).splitlines():
+        if line.startswith(series + " "):
+            return float(line.split()[-1])
+    raise AssertionError(f"{series} is not exposed")
+
+
 def nested(depth: int) -> dict[str, Any]:
     """``data`` whose objects nest ``depth`` levels (``{}`` is 1)."""
     value: dict[str, Any] = {}
@@ -142,13 +150,13 @@ def test_stored_entries_that_cannot_be_decoded_are_skipped_and_counted(redis_app
     _write_straight_into_the_stream(redis_app, "alice", first)
     last = publish(client, {"user_id": "alice", "message": "after"}).get_json()["published"][0]["id"]
     headers = tokens.bearer(tokens.token("alice"))
+    skipped_before = counter(client, "notifier_undecodable_entries_total")
 
     for _ in range(2):
         response = client.get("/v1/notifications", headers=headers)
         assert response.status_code == 200, response.get_data(as_text=True)[:300]
         assert [n["message"] for n in response.get_json()["notifications"]] == ["after", "before"]
-    metrics = client.get("/metrics").get_data(as_text=True)
-    assert "notifier_undecodable_entries_total 6.0" in metrics, "3 entries skipped on each of 2 reads"
+    assert counter(client, "notifier_undecodable_entries_total") == skipped_before + 6, "3 skipped on each of 2 reads"
 
     # A resume over them replays the good events around them.
     response = client.get("/v1/events", headers={**headers, "Last-Event-ID": first}, buffered=False)
@@ -230,3 +238,48 @@ def test_a_redis_outage_is_the_only_503(prefix) -> None:
         assert response.headers["Retry-After"]
     finally:
         state.stop()
+
+
+# --------------------------------------------------------------------------
+# Finding 2: streams per user and per worker
+# --------------------------------------------------------------------------
+
+
+def test_streams_are_capped_per_user_and_per_worker_with_json_refusals(any_app) -> None:
+    any_app.extensions["notifier"].admission.per_user = 2
+    any_app.extensions["notifier"].admission.per_worker = 3
+    client = any_app.test_client()
+    state = any_app.extensions["notifier"]
+
+    def rejections(status: str) -> float:
+        return counter(client, f'notifier_stream_rejections_total{{status="{status}"}}')
+
+    rejected_before = rejections("429"), rejections("503")
+
+    def stream(user: str) -> Any:
+        return client.get("/v1/events", headers=tokens.bearer(tokens.token(user)), buffered=False)
+
+    alice = [stream("alice"), stream("alice")]
+    assert [r.status_code for r in alice] == [200, 200]
+    refused = stream("alice")
+    error = assert_json_error(refused, 429, "too_many_streams")
+    assert "2 streams" in error["message"] and int(refused.headers["Retry-After"]) >= 1
+    bob = stream("bob")
+    assert bob.status_code == 200
+    full = stream("carol")
+    assert_json_error(full, 503, "worker_full")
+    assert int(full.headers["Retry-After"]) >= 1
+    assert len(state.hub) == 3, "refusals subscribe nothing"
+    head = client.head("/v1/events", headers=tokens.bearer(tokens.token("alice")))
+    assert head.status_code == 200, "HEAD opens no stream, so it is not counted"
+
+    alice.pop().close()  # a stream that ends gives its place back
+    pump_until(lambda: state.admission.open == 2)
+    for _ in range(20):  # Redis: the release is sent by a background greenlet
+        gevent.sleep(0.005)
+    again = stream("alice")
+    assert again.status_code == 200
+    assert (rejections("429"), rejections("503")) == (rejected_before[0] + 1, rejected_before[1] + 1)
+    for response in (*alice, bob, again):
+        response.close()
+    pump_until(lambda: state.admission.open == 0 and len(state.hub) == 0)
