@@ -6,6 +6,8 @@ it measured (``pytest -s``)."""
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import threading
 import time
@@ -221,4 +223,99 @@ def test_a_queue_over_its_bytes_evicts_the_stream(redis_server) -> None:
         finally:
             sock.close()
     finally:
+        server.stop()
+
+
+# --------------------------------------------------------------------------
+# Finding 2: a user's streams are counted across pods, and a dead pod's expire
+# --------------------------------------------------------------------------
+
+
+def open_stream(server: Gunicorn, user: str) -> SSEConnection:
+    connection = SSEConnection(server.url + "/v1/events", tokens.bearer(tokens.token(user)))
+    assert connection.status == 200, connection.read_body()
+    return connection
+
+
+def refusal(server: Gunicorn, user: str) -> requests.Response:
+    response = requests.get(server.url + "/v1/events", headers={**tokens.bearer(tokens.token(user)),
+                                                                 "Connection": "close"}, stream=True, timeout=5)
+    assert not response.headers.get("Content-Type", "").startswith("text/event-stream"), "expected a refusal"
+    _ = response.content
+    return response
+
+
+def opens(server: Gunicorn, user: str) -> bool:
+    """True when a stream opens (it is closed again at once), False on a 429."""
+    response = requests.get(server.url + "/v1/events", headers=tokens.bearer(tokens.token(user)), stream=True, timeout=5)
+    response.close()
+    assert response.status_code in (200, 429), response.status_code
+    return response.status_code == 200
+
+
+def test_the_per_user_cap_holds_across_pods_and_a_killed_pod_s_streams_expire(redis_server) -> None:
+    settings = {"max_streams_per_user": "3", "stream_lease_seconds": "3"}
+    pod_a, pod_b = start_gunicorn(redis_server, **settings), start_gunicorn(redis_server, **settings)
+    streams: list[SSEConnection] = []
+    try:
+        streams += [open_stream(pod_a, "carol"), open_stream(pod_a, "carol"), open_stream(pod_b, "carol")]
+        for pod in (pod_a, pod_b):
+            refused = refusal(pod, "carol")
+            assert refused.status_code == 429 and refused.json()["error"]["code"] == "too_many_streams"
+            assert int(refused.headers["Retry-After"]) >= 1
+        streams.append(open_stream(pod_b, "dave"))  # another user is not affected
+
+        streams.pop(2).close()  # a stream that ends gives its place back at once
+        wait_until(lambda: metric(pod_b, "notifier_streams_open") == 1, 5, interval=0.1)
+        streams.append(open_stream(pod_b, "carol"))
+
+        # Pod A dies without a word: its two leases are never released, and run out.
+        for pid in [*pod_a.worker_pids(), pod_a.process.pid]:  # type: ignore[union-attr]
+            os.kill(pid, signal.SIGKILL)
+        killed = time.monotonic()
+        wait_until(lambda: opens(pod_b, "carol"), 8, interval=0.25, message="pod A's leases expired")
+        print(f"\nper-user cap across pods: a killed pod's streams stopped counting after "
+              f"{time.monotonic() - killed:.1f} s (lease 3 s)")
+    finally:
+        for connection in streams:
+            connection.close()
+        pod_a.stop()
+        pod_b.stop()
+
+
+# --------------------------------------------------------------------------
+# Finding 3: health probes answer at once with the worker at its stream cap
+# --------------------------------------------------------------------------
+
+
+def test_probes_answer_within_100_ms_with_the_worker_at_its_stream_cap(redis_server) -> None:
+    """gunicorn's worker_connections 20: the worker takes 15 streams and
+    keeps 5 connections for everything else."""
+    server = start_gunicorn(redis_server, worker_connections="20")
+    streams: list[SSEConnection] = []
+    try:
+        streams = [open_stream(server, f"user{i}") for i in range(15)]
+        started = time.monotonic()
+        for i in range(10):
+            refused = refusal(server, f"late{i}")
+            assert refused.status_code == 503 and refused.json()["error"]["code"] == "worker_full"
+        refusal_ms = (time.monotonic() - started) * 100  # per refusal
+        latencies: dict[str, list[float]] = {}
+        for path in ("/livez", "/readyz", "/metrics"):
+            requests.get(server.url + path, headers={"Connection": "close"}, timeout=5)  # first use: imports, caches
+            for _ in range(20):
+                began = time.monotonic()
+                response = requests.get(server.url + path, headers={"Connection": "close"}, timeout=5)
+                latencies.setdefault(path, []).append((time.monotonic() - began) * 1000)
+                assert response.status_code == 200, (path, response.text[:200])
+        report = ", ".join(f"{path} max {max(values):.1f} ms (median {sorted(values)[10]:.1f})"
+                           for path, values in latencies.items())
+        print(f"\nat the stream cap (15 streams, 10 refused, {refusal_ms:.1f} ms per refusal): {report}")
+        for path, values in latencies.items():
+            assert max(values) < 100, (path, values)
+        assert all(connection.events(0.05) is not None for connection in streams), "the streams are still open"
+        assert metric(server, "notifier_streams_open") == 15
+    finally:
+        for connection in streams:
+            connection.close()
         server.stop()
