@@ -35,6 +35,10 @@ class ChannelNames:
     def history_key(self, channel: str) -> str:
         return f"{self.prefix}history:{channel[len(self.prefix):]}"
 
+    def stream_leases_key(self, user_id: str) -> str:
+        """The sorted set of a user's open streams (``redis_leases.py``)."""
+        return f"{self.prefix}streams:{user_id}"
+
     @property
     def sequence_key(self) -> str:
         return f"{self.prefix}sequence"

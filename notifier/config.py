@@ -19,6 +19,9 @@ from typing import Any, TypeVar
 
 PREFIX = "NOTIFIER_"
 MIN_SECRET_BYTES = 32
+# Nesting of a publish's ``data``: far below what the JSON parser (and every
+# reader of the history) can take, and more than any real payload needs.
+MAX_DATA_DEPTH_LIMIT = 256
 HMAC_ALGORITHMS = ("HS256", "HS384", "HS512")
 KEY_ALGORITHMS = ("RS256", "RS384", "RS512", "ES256", "ES384", "ES512")
 
@@ -60,15 +63,23 @@ class Config:
     retry_ms: int = 3000
     max_stream_seconds: float = 3600.0
     queue_size: int = 512
+    queue_bytes: int = 2 * 1024 * 1024
+    write_timeout_seconds: float = 30.0
     max_topics: int = 20
+    max_streams_per_user: int = 20
+    max_streams_per_worker: int = 9000
+    stream_lease_seconds: float = 60.0
 
     max_payload_bytes: int = 64 * 1024
     max_batch: int = 100
     max_recipients: int = 1000
+    max_data_depth: int = 32
+    page_max_bytes: int = 1024 * 1024
 
     history_max_events: int = 1000
     history_max_age_seconds: int = 24 * 3600
     replay_max_events: int = 1000
+    replay_max_bytes: int = 8 * 1024 * 1024
 
     probe_interval_seconds: float = 5.0
     probe_timeout_seconds: float = 3.0
@@ -168,6 +179,10 @@ class Config:
         else:
             reader.problem(f"NOTIFIER_JWT_ALGORITHM must be one of {', '.join(HMAC_ALGORITHMS + KEY_ALGORITHMS)}")
 
+        # gunicorn's own setting (gunicorn.conf.py), read here only to leave
+        # room for requests that are not streams.
+        worker_connections = reader.number("WORKER_CONNECTIONS", 10000, int, 1, 1_000_000)
+
         if redis_url is not None and not redis_url.startswith(("redis://", "rediss://", "unix://")):
             reader.problem("NOTIFIER_REDIS_URL must start with redis://, rediss:// or unix://")
 
@@ -187,13 +202,22 @@ class Config:
             retry_ms=reader.number("RETRY_MS", 3000, int, 100, 600_000),
             max_stream_seconds=reader.number("MAX_STREAM_SECONDS", 3600.0, float, 1, 7 * 24 * 3600),
             queue_size=reader.number("QUEUE_SIZE", 512, int, 1, 1_000_000),
+            queue_bytes=reader.number("QUEUE_BYTES", 2 * 1024 * 1024, int, 64 * 1024, 1024 * 1024 * 1024),
+            write_timeout_seconds=reader.number("WRITE_TIMEOUT_SECONDS", 30.0, float, 1, 3600),
             max_topics=reader.number("MAX_TOPICS", 20, int, 0, 1000),
+            max_streams_per_user=reader.number("MAX_STREAMS_PER_USER", 20, int, 1, 100_000),
+            max_streams_per_worker=reader.number(
+                "MAX_STREAMS_PER_WORKER", default_streams_per_worker(worker_connections), int, 1, 1_000_000),
+            stream_lease_seconds=reader.number("STREAM_LEASE_SECONDS", 60.0, float, 3, 3600),
             max_payload_bytes=reader.number("MAX_PAYLOAD_BYTES", 64 * 1024, int, 64, 16 * 1024 * 1024),
             max_batch=reader.number("MAX_BATCH", 100, int, 1, 10_000),
             max_recipients=reader.number("MAX_RECIPIENTS", 1000, int, 1, 100_000),
+            max_data_depth=reader.number("MAX_DATA_DEPTH", 32, int, 1, MAX_DATA_DEPTH_LIMIT),
+            page_max_bytes=reader.number("PAGE_MAX_BYTES", 1024 * 1024, int, 64 * 1024, 256 * 1024 * 1024),
             history_max_events=reader.number("HISTORY_MAX_EVENTS", 1000, int, 1, 10_000_000),
             history_max_age_seconds=reader.number("HISTORY_MAX_AGE_SECONDS", 24 * 3600, int, 1, 365 * 24 * 3600),
             replay_max_events=reader.number("REPLAY_MAX_EVENTS", 1000, int, 1, 1_000_000),
+            replay_max_bytes=reader.number("REPLAY_MAX_BYTES", 8 * 1024 * 1024, int, 64 * 1024, 1024 * 1024 * 1024),
             probe_interval_seconds=reader.number("PROBE_INTERVAL_SECONDS", 5.0, float, 0.05, 3600),
             probe_timeout_seconds=reader.number("PROBE_TIMEOUT_SECONDS", 3.0, float, 0.05, 3600),
             drain_seconds=reader.number("DRAIN_SECONDS", 10.0, float, 0, 3600),
@@ -303,9 +327,10 @@ ENV_VARS = (
     "ENV", "REDIS_URL", "REDIS_PREFIX", "REDIS_SOCKET_TIMEOUT", "JWT_SECRET", "JWT_ALGORITHM",
     "JWT_PUBLIC_KEY_FILE", "JWT_PRIVATE_KEY_FILE", "JWT_COOKIE_NAME", "JWT_COOKIE_SECURE",
     "JWT_LEEWAY_SECONDS", "DEV_SECRET_FILE", "HEARTBEAT_SECONDS", "RETRY_MS", "MAX_STREAM_SECONDS",
-    "QUEUE_SIZE", "MAX_TOPICS", "MAX_PAYLOAD_BYTES", "MAX_BATCH", "MAX_RECIPIENTS",
-    "HISTORY_MAX_EVENTS", "HISTORY_MAX_AGE_SECONDS", "REPLAY_MAX_EVENTS", "PROBE_INTERVAL_SECONDS",
-    "PROBE_TIMEOUT_SECONDS", "DRAIN_SECONDS", "LOG_LEVEL",
+    "QUEUE_SIZE", "QUEUE_BYTES", "WRITE_TIMEOUT_SECONDS", "MAX_TOPICS", "MAX_STREAMS_PER_USER",
+    "MAX_STREAMS_PER_WORKER", "STREAM_LEASE_SECONDS", "MAX_PAYLOAD_BYTES", "MAX_BATCH", "MAX_RECIPIENTS", "MAX_DATA_DEPTH",
+    "PAGE_MAX_BYTES", "HISTORY_MAX_EVENTS", "HISTORY_MAX_AGE_SECONDS", "REPLAY_MAX_EVENTS", "REPLAY_MAX_BYTES",
+    "PROBE_INTERVAL_SECONDS", "PROBE_TIMEOUT_SECONDS", "DRAIN_SECONDS", "LOG_LEVEL",
 )
 
 
@@ -360,6 +385,13 @@ class _Reader:
         except OSError as exc:
             self.problem(f"{PREFIX}{name}: cannot read {path}: {exc.strerror}")
             return None
+
+
+def default_streams_per_worker(worker_connections: int) -> int:
+    """Streams a worker accepts by default: its gunicorn connection budget
+    minus a tenth (at least 5), so that health probes, scrapes, publishes and
+    refusals still find a free connection when the worker is full of streams."""
+    return max(1, worker_connections - max(5, worker_connections // 10))
 
 
 def _min_secret_bytes(algorithm: str) -> int:

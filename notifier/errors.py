@@ -82,6 +82,28 @@ class BrokerUnavailable(NotifierError):
         super().__init__(message, **kwargs)
 
 
+class TooManyStreams(NotifierError):
+    """The user already has NOTIFIER_MAX_STREAMS_PER_USER streams open (across all pods)."""
+
+    status = 429
+    code = "too_many_streams"
+
+    def __init__(self, limit: int, retry_after_seconds: int):
+        super().__init__(f"you already have {limit} streams open; close one (or wait) and retry",
+                         headers={"Retry-After": str(retry_after_seconds)})
+
+
+class WorkerFull(NotifierError):
+    """This worker holds NOTIFIER_MAX_STREAMS_PER_WORKER streams: go to another one."""
+
+    status = 503
+    code = "worker_full"
+
+    def __init__(self, retry_after_seconds: int):
+        super().__init__("this server holds as many streams as it may; retry (another instance may have room)",
+                         headers={"Retry-After": str(retry_after_seconds)})
+
+
 class Draining(NotifierError):
     """This worker is shutting down: go to another one."""
 

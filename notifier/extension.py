@@ -8,32 +8,38 @@ notifications next to its own views. Nothing happens at import time.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from typing import Any
 
 from flask import Flask, g, request
 
-from .broker.memory import MemoryBroker, MemoryHistory
+from .admission import StreamAdmission
+from .broker import StreamLeases
+from .broker.memory import MemoryBroker, MemoryHistory, MemoryStreamLeases
 from .channels import ChannelNames
 from .config import Config
 from .core import Core
 from .hub import Hub, Subscription
 from .lifecycle import start_when_serving
 from .logs import log_request, request_id_from
-from .metrics import SubscriberGauges, process_metrics
+from .metrics import SubscriberGauges, UndecodableEntries, process_metrics
 from .state import NotifierState
 
 log = logging.getLogger("notifier")
 
 
-def build_core(config: Config, names: ChannelNames, on_evict: Callable[[Subscription], None]) -> Core:
+def build_core(config: Config, names: ChannelNames, on_evict: Callable[[Subscription], None],
+               on_undecodable: Callable[[], None] | None = None) -> Core:
     """The hub, the broker and the history this configuration asks for."""
     # Heartbeats and deadlines are checked 4 times per heartbeat (at most
     # once a second): each is at most that late.
-    hub = Hub(on_evict=on_evict, alarm_interval=min(1.0, config.heartbeat_seconds / 4))
+    hub = Hub(on_evict=on_evict, alarm_interval=min(1.0, config.heartbeat_seconds / 4),
+              write_timeout=config.write_timeout_seconds)
     if config.redis_url is None:
-        memory = MemoryHistory(config.history_max_events, config.history_max_age_seconds, config.replay_max_events)
+        memory = MemoryHistory(config.history_max_events, config.history_max_age_seconds, config.replay_max_events,
+                               config.replay_max_bytes)
         return Core(hub, MemoryBroker(names, memory), memory)
     from .broker.redis import RedisBroker
     from .broker.redis_history import RedisHistory
@@ -43,8 +49,25 @@ def build_core(config: Config, names: ChannelNames, on_evict: Callable[[Subscrip
     client = make_client(config.redis_url, config.redis_socket_timeout)
     store = RedisStore(client, names, config.history_max_events, config.history_max_age_seconds)
     settings = SessionSettings(config.redis_socket_timeout, config.probe_interval_seconds, config.probe_timeout_seconds)
-    history = RedisHistory(client, names, config.history_max_age_seconds, config.replay_max_events)
+    history = RedisHistory(client, names, config.history_max_age_seconds, config.replay_max_events,
+                           config.replay_max_bytes, on_undecodable)
     return Core(hub, RedisBroker(names, store, settings), history)
+
+
+def build_admission(config: Config, names: ChannelNames) -> StreamAdmission:
+    """The per-worker and per-user stream caps; the user's count lives in
+    Redis when there is one, so it holds across pods."""
+    leases: StreamLeases
+    if config.redis_url is None:
+        leases = MemoryStreamLeases()
+    else:
+        from .broker.redis_leases import RedisStreamLeases
+        from .broker.redis_store import make_client
+
+        client = make_client(config.redis_url, config.redis_socket_timeout, max_connections=16)
+        leases = RedisStreamLeases(client, names, config.stream_lease_seconds)
+    retry_after = max(1, math.ceil(config.retry_ms / 1000))
+    return StreamAdmission(leases, config.max_streams_per_user, config.max_streams_per_worker, retry_after)
 
 
 class Notifier:
@@ -65,7 +88,10 @@ class Notifier:
             metrics.evictions.inc()
             log.info("evicted slow stream", extra={"user_id": subscription.user_id, "subscription": subscription.id})
 
-        state = NotifierState(config, build_core(config, names, on_evict), metrics, names, SubscriberGauges(metrics))
+        undecodable = UndecodableEntries(metrics)
+        core = build_core(config, names, on_evict, undecodable)
+        state = NotifierState(config, core, metrics, names, SubscriberGauges(metrics), undecodable,
+                              build_admission(config, names))
         app.extensions["notifier"] = state
         configure_jwt(app, config, override=standalone)
         register_blueprints(app, state, standalone=standalone)

@@ -32,6 +32,7 @@ class CloseReason:
     DEADLINE = "deadline"
     EVICTED = "evicted"
     SHUTDOWN = "shutdown"
+    WRITE_TIMEOUT = "write_timeout"
     ERROR = "error"
 
 
@@ -41,23 +42,32 @@ class Subscription:
     __slots__ = (
         "channels",
         "closed",
+        "deadline",
+        "deadline_reason",
         "farewell",
         "id",
         "last_queued_id",
+        "max_bytes",
         "maxsize",
         "on_alarm_clock",
         "on_evict",
         "queue",
+        "queued_bytes",
         "user_id",
         "wake_at",
         "wakeup",
+        "writing_since",
     )
 
-    def __init__(self, user_id: str, channels: Iterable[str], maxsize: int):
+    def __init__(self, user_id: str, channels: Iterable[str], maxsize: int, max_bytes: int | None = None):
         self.id = next(_ids)
         self.user_id = user_id
         self.channels = tuple(dict.fromkeys(channels))
         self.maxsize = maxsize
+        # Bytes as well as events: 512 large events would be tens of MB per
+        # stream. One event is always taken into an empty queue, whatever its size.
+        self.max_bytes = max_bytes
+        self.queued_bytes = 0
         # A list, not a deque: an empty deque allocates a whole block per idle
         # stream, and take() swaps the list out instead of copying it.
         self.queue: list[Delivery] = []
@@ -67,7 +77,16 @@ class Subscription:
         # connection per worker), so anything at or below it is a duplicate
         # (replay overlap, or a catch-up after a broker reconnect).
         self.last_queued_id: EventId = ZERO_ID
+        # Cuts the stream's connection (shuts its socket down): the one way
+        # to end a stream whose greenlet is blocked writing to its client.
         self.on_evict: Callable[[], None] | None = None
+        # When the stream must end (a time.monotonic() value) and why, and
+        # since when its greenlet has been writing (inf: not writing). The
+        # hub's alarm clock cuts a stream blocked in a write past either
+        # bound: a client that stops reading holds nothing past its token.
+        self.deadline = math.inf
+        self.deadline_reason = CloseReason.DEADLINE
+        self.writing_since = math.inf
         # Bytes to send before the stream ends on shutdown (a jittered retry:).
         self.farewell = b""
         # When the stream wants to wake with nothing queued (its next heartbeat
@@ -79,18 +98,26 @@ class Subscription:
         """Queue without blocking. Returns False when this call evicted the subscription."""
         if self.closed is not None or delivery.id <= self.last_queued_id:
             return True
-        if len(self.queue) >= self.maxsize:
-            self.close(CloseReason.EVICTED)
-            if self.on_evict is not None:
-                try:
-                    self.on_evict()
-                except Exception:  # pragma: no cover - best effort
-                    log.debug("on_evict failed", exc_info=True)
+        size = len(delivery.frame)
+        if len(self.queue) >= self.maxsize or (
+                self.queue and self.max_bytes is not None and self.queued_bytes + size > self.max_bytes):
+            self.cut(CloseReason.EVICTED)
             return False
         self.queue.append(delivery)
+        self.queued_bytes += size
         self.last_queued_id = delivery.id
         self.wakeup.set()
         return True
+
+    def cut(self, reason: str) -> None:
+        """Close, and cut the connection under a greenlet that may be blocked writing."""
+        self.close(reason)
+        self.writing_since = math.inf  # cut once: that write fails now
+        if self.on_evict is not None:
+            try:
+                self.on_evict()
+            except Exception:  # pragma: no cover - best effort
+                log.debug("on_evict failed", exc_info=True)
 
     def skip_through(self, event_id: EventId) -> None:
         """Everything up to ``event_id`` is already taken care of (sent from
@@ -99,12 +126,14 @@ class Subscription:
         if event_id <= self.last_queued_id and not self.queue:
             return
         self.queue = [d for d in self.queue if d.id > event_id]
+        self.queued_bytes = sum(len(d.frame) for d in self.queue)
         self.last_queued_id = max(self.last_queued_id, event_id)
 
     def take(self) -> list[Delivery]:
         """Everything queued, oldest first (empties the queue)."""
         items = self.queue
         self.queue = []
+        self.queued_bytes = 0
         if self.closed is None:
             self.wakeup.clear()
         return items
@@ -134,6 +163,7 @@ class Subscription:
         if self.closed is None:
             self.closed = reason
             self.queue.clear()
+            self.queued_bytes = 0
             self.wakeup.set()
 
     def __repr__(self) -> str:
@@ -141,7 +171,8 @@ class Subscription:
 
 
 class Hub:
-    def __init__(self, on_evict: Callable[[Subscription], None] | None = None, alarm_interval: float = 1.0):
+    def __init__(self, on_evict: Callable[[Subscription], None] | None = None, alarm_interval: float = 1.0,
+                 write_timeout: float = math.inf):
         self._channels: dict[str, set[Subscription]] = {}
         self._subscriptions: set[Subscription] = set()
         self._on_evict = on_evict
@@ -149,6 +180,7 @@ class Hub:
         # deadline is due, checking every alarm_interval seconds; it runs
         # only while there are subscriptions.
         self.alarm_interval = alarm_interval
+        self.write_timeout = write_timeout
         self._alarm_clock: gevent.Greenlet | None = None
 
     def add(self, subscription: Subscription) -> list[str]:
@@ -211,10 +243,16 @@ class Hub:
             while self._subscriptions:
                 gevent.sleep(self.alarm_interval)
                 now = time.monotonic()
-                # Event.set() does not switch greenlets: the set cannot change under this loop.
+                # Neither Event.set() nor a socket shutdown switches greenlets:
+                # the set cannot change under this loop.
+                stuck_since = now - self.write_timeout
                 for subscription in self._subscriptions:
                     if subscription.wake_at <= now:
                         subscription.wakeup.set()
+                    if subscription.writing_since <= stuck_since:
+                        subscription.cut(CloseReason.WRITE_TIMEOUT)
+                    elif subscription.writing_since < now and subscription.deadline <= now:
+                        subscription.cut(subscription.deadline_reason)
         finally:
             # No switch between the emptiness check and this line, so a
             # subscribe() either saw this greenlet alive or starts a new one.

@@ -28,11 +28,11 @@ log = logging.getLogger("notifier.metrics")
 # Every label value a counter can take, so each series exists (at 0) from the
 # first scrape: rate() and absent() need the series before the first event.
 DISCONNECT_REASONS = (CloseReason.CLIENT_GONE, CloseReason.TOKEN_EXPIRED, CloseReason.DEADLINE, CloseReason.EVICTED,
-                      CloseReason.SHUTDOWN, CloseReason.ERROR)
+                      CloseReason.SHUTDOWN, CloseReason.WRITE_TIMEOUT, CloseReason.ERROR)
 TARGET_KINDS = ("user", "topic", "broadcast")
 AUTH_ENDPOINTS = ("events", "notifications", "publish")
 RESET_REASONS = ("unknown_id", "too_old", "too_many", "history_lost")
-STREAM_REJECTION_STATUSES = ("400", "401", "403", "503")
+STREAM_REJECTION_STATUSES = ("400", "401", "403", "429", "503")
 PUBLISH_ERROR_STATUSES = ("400", "401", "403", "413", "415", "422", "503")
 READINESS_FAILURE_REASONS = ("broker", "draining")
 GC_GENERATIONS = ("0", "1", "2")
@@ -73,6 +73,9 @@ class Metrics:
         self.publish_errors = Counter("notifier_publish_errors_total", "Failed publish requests, by HTTP status", ["status"], registry=r)
         self.publish_requests = Counter(
             "notifier_publish_requests_total", "Publish requests received, accepted or not", registry=r)
+        self.undecodable_entries = Counter(
+            "notifier_undecodable_entries_total", "Stored events skipped by a reader because they could not be decoded",
+            registry=r)
         self.readiness_failures = Counter(
             "notifier_readiness_failures_total", "/readyz answered 503, by reason", ["reason"], registry=r)
         self.worker_cpu = Counter(
@@ -153,6 +156,24 @@ class DeliveryRecorder:
         if latencies:
             self.metrics.events_delivered.inc(len(latencies))
             observe_many(self.metrics.publish_to_write, latencies)
+
+
+class UndecodableEntries:
+    """What a reader does with a stored event it cannot decode (written by
+    something else, damaged, or nested past what the parser takes): skip it,
+    count it, and say so in the log once per process, not once per read (the
+    entry stays until the history trims it)."""
+
+    def __init__(self, metrics: Metrics):
+        self.metrics = metrics
+        self.logged = False
+
+    def __call__(self) -> None:
+        self.metrics.undecodable_entries.inc()
+        if not self.logged:
+            self.logged = True
+            log.warning("skipped a stored event that could not be decoded (counted in "
+                        "notifier_undecodable_entries_total; logged once per worker)")
 
 
 _metrics: Metrics | None = None

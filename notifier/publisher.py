@@ -40,7 +40,8 @@ class Publisher:
                              "publish over HTTP instead")
         return cls(config.redis_url, prefix=config.redis_prefix, history_max_events=config.history_max_events,
                    history_max_age_seconds=config.history_max_age_seconds, socket_timeout=config.redis_socket_timeout,
-                   limits=Limits(config.max_payload_bytes, config.max_batch, config.max_recipients))
+                   limits=Limits(config.max_payload_bytes, config.max_batch, config.max_recipients,
+                                 config.max_data_depth))
 
     def _publish(self, item: dict[str, Any]) -> list[Published]:
         """Validate like the HTTP API and publish. Raises InvalidEvent /

@@ -8,25 +8,30 @@ from typing import Any
 import gevent
 from flask import current_app
 
+from .admission import StreamAdmission
 from .channels import ChannelNames
 from .config import Config
 from .core import Core
 from .drain import drain_streams
 from .hub import Hub
-from .metrics import Metrics, SubscriberGauges
+from .metrics import Metrics, SubscriberGauges, UndecodableEntries
 from .validation import Limits
 
 log = logging.getLogger("notifier")
 
 
 class NotifierState:
-    def __init__(self, config: Config, core: Core, metrics: Metrics, names: ChannelNames, gauges: SubscriberGauges):
+    def __init__(self, config: Config, core: Core, metrics: Metrics, names: ChannelNames, gauges: SubscriberGauges,
+                 undecodable: UndecodableEntries, admission: StreamAdmission):
         self.config = config
         self.core = core
         self.metrics = metrics
         self.names = names
         self.subscriber_gauges = gauges
-        self.limits = Limits(config.max_payload_bytes, config.max_batch, config.max_recipients)
+        self.undecodable = undecodable
+        self.admission = admission
+        self.limits = Limits(config.max_payload_bytes, config.max_batch, config.max_recipients,
+                             config.max_data_depth)
         self.draining = False
         self._drainer: gevent.Greenlet | None = None
 
@@ -39,12 +44,14 @@ class NotifierState:
         subscriber gauges. Call in the process that serves (a worker), never
         in one that forks afterwards."""
         self.core.start()
+        self.admission.leases.start()
         if self.config.uses_redis:
             # Each worker keeps its own subscriber gauges current (not only the one a scrape lands on).
             self.subscriber_gauges.start(self.core)
 
     def stop(self) -> None:
         self.subscriber_gauges.stop()
+        self.admission.leases.stop()
         self.core.stop()
 
     def drain(self, window: float | None = None) -> None:

@@ -22,6 +22,7 @@ Every stream has a heartbeat, a deadline and a ``finally``:
 from __future__ import annotations
 
 import logging
+import math
 import socket
 import time
 from collections.abc import Iterator
@@ -136,14 +137,21 @@ def event_stream(plan: StreamPlan, hooks: StreamHooks) -> Iterator[bytes]:
     reason = CloseReason.CLIENT_GONE
     sent = 0
     watch: PeerWatch | None = None
+    # Every yield below is a write that may block on a client that stopped
+    # reading: ``writing_since`` lets the hub's alarm clock cut it at the
+    # deadline or after the write timeout.
+    sub.deadline, sub.deadline_reason = plan.deadline, plan.deadline_reason
     try:
+        sub.writing_since = time.monotonic()
         yield retry(plan.retry_ms) + comment("connected") + plan.opening
+        sub.writing_since = math.inf
         watch = watch_peer(plan)
         next_heartbeat = time.monotonic() + plan.heartbeat
         while True:
             if sub.closed is not None:
                 reason = sub.closed
                 if sub.farewell:
+                    sub.writing_since = time.monotonic()
                     yield sub.farewell
                 break
             now = time.monotonic()
@@ -154,13 +162,17 @@ def event_stream(plan: StreamPlan, hooks: StreamHooks) -> Iterator[bytes]:
                 if client_gone(plan.raw_socket):
                     reason = CloseReason.CLIENT_GONE
                     break
+                sub.writing_since = now
                 yield b":\n\n"
+                sub.writing_since = math.inf
                 next_heartbeat = time.monotonic() + plan.heartbeat
                 continue
             sub.sleep_until(min(next_heartbeat, plan.deadline))
             items = sub.take()
             if items:
+                sub.writing_since = time.monotonic()
                 yield b"".join([item.frame for item in items])
+                sub.writing_since = math.inf
                 sent += len(items)
                 hooks.on_write(items)
                 next_heartbeat = time.monotonic() + plan.heartbeat

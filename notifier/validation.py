@@ -28,6 +28,7 @@ class Limits:
     max_payload_bytes: int = 64 * 1024
     max_batch: int = 100
     max_recipients: int = 1000
+    max_data_depth: int = 32
 
     @property
     def max_body_bytes(self) -> int:
@@ -111,6 +112,28 @@ def _targets(item: Mapping[str, Any], limits: Limits, where: str) -> list[Target
     return [Target("user", user) for user in dict.fromkeys(users)]  # de-duplicated, order kept
 
 
+def nesting_depth(value: Any, stop_above: int) -> int:
+    """How deeply objects and arrays nest in ``value`` (``{}`` is 1), counted
+    without recursion and no further than ``stop_above + 1``: a stored event
+    that every reader must parse back has to stay far from the parser's own
+    recursion limit, and this check must not hit it either."""
+    deepest = 0
+    pending: list[tuple[Any, int]] = [(value, 1)]
+    while pending:
+        node, depth = pending.pop()
+        if isinstance(node, dict):
+            children: Iterable[Any] = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        deepest = max(deepest, depth)
+        if deepest > stop_above:
+            return deepest
+        pending.extend((child, depth + 1) for child in children)
+    return deepest
+
+
 def validate_notification(item: Any, limits: Limits, timestamp: str, where: str = "") -> list[Notification]:
     """One publish object -> one Notification per recipient.
 
@@ -131,6 +154,8 @@ def validate_notification(item: Any, limits: Limits, timestamp: str, where: str 
         data = {}
     if not isinstance(data, dict):
         raise InvalidEvent(f"{where}data must be a JSON object", field="data")
+    if nesting_depth(data, limits.max_data_depth) > limits.max_data_depth:
+        raise InvalidEvent(f"{where}data is nested more than {limits.max_data_depth} levels deep", field="data")
     if _utf8_size(message, "message", where) > limits.max_payload_bytes:
         raise PayloadTooLarge(f"{where}message is larger than {limits.max_payload_bytes} bytes", field="message")
     try:

@@ -15,7 +15,7 @@ from flask import Blueprint, Response, g, request
 from ..auth import Subscriber, authenticate_subscriber, pattern_allows
 from ..core import Opening
 from ..errors import BadRequest, Draining, Forbidden, NotifierError, Unauthorized
-from ..events import Delivery, EventId, encode, format_event_id, parse_event_id
+from ..events import ZERO_ID, Delivery, EventId, encode, format_event_id, parse_event_id
 from ..hub import CloseReason, Subscription
 from ..logs import access_log
 from ..state import NotifierState, current_state
@@ -76,15 +76,20 @@ def events() -> Response:
     channels = state.names.for_subscriber(subscriber.user_id, topics)
     resume_text = request.headers.get("Last-Event-ID") or request.args.get("last_event_id")
 
-    subscription = Subscription(subscriber.user_id, channels, state.config.queue_size)
+    subscription = Subscription(subscriber.user_id, channels, state.config.queue_size, state.config.queue_bytes)
     try:
-        opening = _opening_bytes(state, state.core.open(subscription, resume_text))
+        lease = state.admission.admit(subscriber.user_id)
+        try:
+            opening = _opening_bytes(state, state.core.open(subscription, resume_text))
+        except BaseException:
+            state.admission.release(subscriber.user_id, lease)
+            raise
     except NotifierError as exc:
         state.metrics.stream_rejections.labels(str(exc.status)).inc()
         raise
 
     plan = _plan(state, subscriber, subscription, opening)
-    record = StreamRecord(state, subscription, getattr(g, "notifier_request_id", None))
+    record = StreamRecord(state, subscription, lease, getattr(g, "notifier_request_id", None))
     # Not a method of the record: the subscription would hold the record that
     # holds it (a cycle, for the garbage collector to find).
     subscription.on_evict = functools.partial(shutdown_socket, plan.raw_socket)
@@ -118,11 +123,12 @@ class StreamRecord:
     every object per stream is paid for in pause time (docs/deployment.md).
     """
 
-    __slots__ = ("finished", "request_id", "started", "state", "subscription")
+    __slots__ = ("finished", "lease", "request_id", "started", "state", "subscription")
 
-    def __init__(self, state: NotifierState, subscription: Subscription, request_id: str | None):
+    def __init__(self, state: NotifierState, subscription: Subscription, lease: str, request_id: str | None):
         self.state = state
         self.subscription = subscription
+        self.lease = lease
         self.request_id = request_id
         self.started = time.monotonic()
         self.finished = False
@@ -139,7 +145,10 @@ class StreamRecord:
         subscription = self.subscription
         state = self.state
         try:
-            state.core.leave(subscription)
+            try:
+                state.core.leave(subscription)
+            finally:
+                state.admission.release(subscription.user_id, self.lease)
         finally:
             # Counted and logged once, even if detaching failed.
             state.metrics.streams_open.dec()
@@ -185,34 +194,63 @@ def _plan(state: NotifierState, subscriber: Subscriber, subscription: Subscripti
     )
 
 
+MAX_PAGE_LIMIT = 100  # notifications per page; next_before fetches the next one
+
+
+def _page_limit() -> int:
+    text = request.args.get("limit", "50")
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_PAGE_LIMIT:
+        raise BadRequest(f"limit must be a whole number between 1 and {MAX_PAGE_LIMIT}", field="limit")
+    return int(text)
+
+
+def _page_cursor() -> EventId | None:
+    """``before``: an event id (as in ``next_before``) above the first one there can be."""
+    text = request.args.get("before")
+    if text is None:
+        return None
+    before = parse_event_id(text)
+    if before is None or before <= ZERO_ID:
+        raise BadRequest("before must be an event id like 1700000000000-0 (as given in next_before)", field="before")
+    return before
+
+
+def _decoded(state: NotifierState, payloads: list[str]) -> list[Any]:
+    """The page's events as JSON values; one that does not parse back (a
+    stored entry nested past the parser's limit, or not ours) is skipped
+    and counted, never a failed page."""
+    found = []
+    for payload in payloads:
+        try:
+            found.append(json.loads(payload))
+        except (ValueError, RecursionError):
+            state.undecodable()
+    return found
+
+
 @bp.get("/v1/notifications")
 def recent_notifications() -> Response:
     """The user's recent notifications (their channel and broadcast), newest
     first, plus ``resume_from``: the Last-Event-ID to open the stream with so
-    that nothing between this page and the stream is missed."""
+    that nothing between this page and the stream is missed, and
+    ``next_before``: the cursor of the next (older) page, null on the last.
+    A page holds at most ``limit`` notifications and about
+    ``NOTIFIER_PAGE_MAX_BYTES`` (at least one notification)."""
     state = current_state()
     subscriber = _authenticate(state, "notifications")
-    try:
-        limit = int(request.args.get("limit", "50"))
-    except ValueError:
-        raise BadRequest("limit must be a whole number", field="limit") from None
-    if not 1 <= limit <= 500:
-        raise BadRequest("limit must be between 1 and 500", field="limit")
-    before_text = request.args.get("before")
-    before = parse_event_id(before_text) if before_text else None
-    if before_text and before is None:
-        raise BadRequest("before must be an event id like 1700000000000-0", field="before")
+    limit = _page_limit()
+    before = _page_cursor()
     channels = state.names.for_subscriber(subscriber.user_id, [])
     # Read the position first: everything up to it is in this page (or older
     # pages), everything after it will come on the stream.
     history = state.core.history
     resume_from = history.last_id()
     upper = before if before is not None else (resume_from[0], resume_from[1] + 1)
-    items = history.recent(channels, upper, limit)
+    page = history.recent(channels, upper, limit, state.config.page_max_bytes)
     body = {
-        "notifications": [json.loads(item.payload) for item in items],
+        "notifications": _decoded(state, [item.payload for item in page]),
         "resume_from": format_event_id(resume_from),
-        "next_before": format_event_id(items[-1].id) if len(items) == limit else None,
+        "next_before": format_event_id(page[-1].id) if page and page.more else None,
     }
     response = Response(json.dumps(body, ensure_ascii=False), status=200, mimetype="application/json")
     response.headers["Cache-Control"] = "no-store"

@@ -11,6 +11,8 @@ one contract suite (tests/contract/):
 - ``CatchUp``: an optional capability of a history, for a broker whose live
   connection can drop (Redis): what was published between two ids, and which
   channels were trimmed past a point.
+- ``StreamLeases``: how many streams each user has open, counted across every
+  process that shares the broker, so a per-user cap holds cluster-wide.
 
 Who subscribes what, and when, is the core's business (``core.py``): a
 broker never sees the hub.
@@ -18,6 +20,7 @@ broker never sees the hub.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -81,13 +84,40 @@ class Replay:
     reason: str = ""
 
 
+class Page(list[Delivery]):
+    """A page of recent events, newest first; ``more`` when the page was cut
+    (by its count or its bytes) with older events left to fetch."""
+
+    more: bool = False
+
+
+def fill_page(newest_first: Iterable[Delivery], limit: int, max_bytes: int | None) -> Page:
+    """Take events until ``limit`` of them, or until the next one would take
+    the frames past ``max_bytes`` (a page always holds at least one event)."""
+    page = Page()
+    size = 0
+    for delivery in newest_first:
+        size += len(delivery.frame)
+        if len(page) >= limit or (page and max_bytes is not None and size > max_bytes):
+            page.more = True
+            break
+        page.append(delivery)
+    return page
+
+
 class History(Protocol):
     def replay(self, channels: list[str], after: EventId) -> Replay:
-        """Events after ``after`` on these channels, oldest first, from one snapshot."""
+        """Events after ``after`` on these channels, oldest first, from one
+        snapshot; ``reset`` (``too_many``) instead when they are more than the
+        replay bounds allow (count or bytes), decided before their payloads
+        are read."""
         ...
 
-    def recent(self, channels: list[str], before: EventId | None, limit: int) -> list[Delivery]:
-        """Up to ``limit`` newest events before ``before`` (exclusive), newest first."""
+    def recent(self, channels: list[str], before: EventId | None, limit: int,
+               max_bytes: int | None = None) -> Page:
+        """Up to ``limit`` newest events before ``before`` (exclusive), newest
+        first, their frames within ``max_bytes`` (see ``fill_page``); read
+        a few at a time, never the whole history."""
         ...
 
     def last_id(self) -> EventId:
@@ -104,6 +134,27 @@ class CatchUp(Protocol):
     def gaps(self, channels: list[str], after: EventId) -> list[str]:
         """The channels whose history no longer reaches back to ``after``."""
         ...
+
+
+class StreamLeases(Protocol):
+    """Open streams per user, across every process. A lease of a process
+    that dies is not released: it expires unless its holder keeps renewing
+    it, so a count cannot leak."""
+
+    def acquire(self, user_id: str, lease_id: str, limit: int) -> bool:
+        """Take a lease for one stream of ``user_id``; False (and nothing
+        taken) when the user already holds ``limit`` live leases. Raises
+        BrokerUnavailable when the count cannot be read."""
+        ...
+
+    def release(self, user_id: str, lease_id: str) -> None:
+        """Give a lease back. Never raises: a lease not released expires."""
+
+    def start(self) -> None:
+        """Begin renewing this process's leases."""
+
+    def stop(self) -> None:
+        """Stop renewing (the leases still held expire)."""
 
 
 def merge_by_id(streams: list[list[Delivery]]) -> list[Delivery]:

@@ -15,7 +15,7 @@ from collections import deque
 from ..channels import ChannelNames
 from ..envelope import body_without_id, decode, splice_id
 from ..events import ZERO_ID, Delivery, EventId, Notification, Published, format_event_id
-from . import BrokerListener, Health, Replay, merge_by_id
+from . import BrokerListener, Health, Page, Replay, fill_page, merge_by_id
 
 log = logging.getLogger("notifier.broker.memory")
 
@@ -39,10 +39,11 @@ class MemoryHistory:
     PRUNE_EVERY = 1000  # appends between sweeps for channels gone quiet
 
     def __init__(self, history_max_events: int = 1000, history_max_age_seconds: float = 86400,
-                 replay_max_events: int = 1000):
+                 replay_max_events: int = 1000, replay_max_bytes: int | None = None):
         self.history_max_events = history_max_events
         self.history_max_age_ms = int(history_max_age_seconds * 1000)
         self.replay_max_events = replay_max_events
+        self.replay_max_bytes = replay_max_bytes
         self.ids = IdGenerator()
         self.channels: dict[str, deque[Delivery]] = {}
         # Highest id trimmed from each channel: a resume point below it has a gap.
@@ -81,13 +82,20 @@ class MemoryHistory:
         if self.gaps(channels, after):
             return Replay(reset=True, reason="too_old")
         events = merge_by_id([[d for d in self.channels.get(channel, ()) if d.id > after] for channel in channels])
-        if len(events) > self.replay_max_events:
+        if len(events) > self.replay_max_events or self._too_large(events):
             return Replay(reset=True, reason="too_many")
         return Replay(events)
 
-    def recent(self, channels: list[str], before: EventId | None, limit: int) -> list[Delivery]:
+    def _too_large(self, events: list[Delivery]) -> bool:
+        # Counted as the Redis history counts: the stored envelope's UTF-8 bytes.
+        if self.replay_max_bytes is None:
+            return False
+        return sum(len(d.payload.encode("utf-8")) for d in events) > self.replay_max_bytes
+
+    def recent(self, channels: list[str], before: EventId | None, limit: int,
+               max_bytes: int | None = None) -> Page:
         streams = [[d for d in self.channels.get(channel, ()) if before is None or d.id < before] for channel in channels]
-        return list(reversed(merge_by_id(streams)))[:limit]
+        return fill_page(reversed(merge_by_id(streams)), limit, max_bytes)
 
     def last_id(self) -> EventId:
         return self.ids.last
@@ -103,6 +111,34 @@ class MemoryHistory:
         # its oldest kept event may have lost something.
         return [channel for channel in channels
                 if channel in self._trimmed and self.channels.get(channel) and self.channels[channel][0].id > after]
+
+
+class MemoryStreamLeases:
+    """``StreamLeases`` for one process (the embedded broker): nothing to
+    renew, since a lease dies with the process that holds it."""
+
+    def __init__(self) -> None:
+        self.held: dict[str, set[str]] = {}
+
+    def acquire(self, user_id: str, lease_id: str, limit: int) -> bool:
+        leases = self.held.setdefault(user_id, set())
+        if len(leases) >= limit:
+            return False
+        leases.add(lease_id)
+        return True
+
+    def release(self, user_id: str, lease_id: str) -> None:
+        leases = self.held.get(user_id)
+        if leases is not None:
+            leases.discard(lease_id)
+            if not leases:
+                del self.held[user_id]
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
 
 
 class MemoryBroker:

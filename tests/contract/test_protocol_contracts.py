@@ -51,12 +51,12 @@ def backend(request: Any, prefix: str) -> Iterator[Backend]:
     broker: Any
     history: Any
     if request.param == "memory":
-        history = MemoryHistory(history_max_events=5, replay_max_events=50)
+        history = MemoryHistory(history_max_events=5, replay_max_events=50, replay_max_bytes=20_000)
         broker = MemoryBroker(names, history)
     else:
         client = make_client(request.getfixturevalue("redis_server").url, 2)
         broker = RedisBroker(names, RedisStore(client, names, history_max_events=5), SessionSettings(2, 0.5, 1))
-        history = RedisHistory(client, names, replay_max_events=50)
+        history = RedisHistory(client, names, replay_max_events=50, replay_max_bytes=20_000)
     listener = Listener()
     broker.start(listener)
     pump_until(lambda: broker.health().ok)
@@ -110,6 +110,22 @@ def test_history_replays_after_an_id_and_pages_newest_first(backend: Backend) ->
     page = history.recent(channels, None, 2)
     assert [d.id for d in page] == [parse_event_id(later[2]), parse_event_id(later[1])]
     assert history.replay(channels, (history.last_id()[0] + 60_000, 0)).reason == "unknown_id"
+
+
+def test_replay_is_too_many_past_its_byte_bound_and_pages_stop_at_theirs(backend: Backend) -> None:
+    names, broker, history = backend.names, backend.broker, backend.history
+    start = broker.publish(note(Target("user", "dave"), "small"))[0].id
+    ids = [broker.publish(note(Target("user", "dave"), f"{i}" + "x" * 8_000))[0].id for i in range(3)]
+    channels = names.for_subscriber("dave", [])
+    assert history.replay(channels, parse_event_id(start)).reason == "too_many", "3 x 8 KB: over the 20 KB bound"  # type: ignore[arg-type]
+    replay = history.replay(channels, parse_event_id(ids[0]))  # type: ignore[arg-type]
+    assert not replay.reset and [d.id for d in replay.events] == [parse_event_id(i) for i in ids[1:]]
+    page = history.recent(channels, None, 10, max_bytes=17_000)
+    assert [d.id for d in page] == [parse_event_id(ids[2]), parse_event_id(ids[1])] and page.more
+    last = history.recent(channels, page[-1].id, 10, max_bytes=17_000)
+    assert [d.id for d in last] == [parse_event_id(ids[0]), parse_event_id(start)] and not last.more
+    assert [d.id for d in history.recent(channels, None, 1, max_bytes=10)] == [parse_event_id(ids[2])], \
+        "a page holds at least one event, whatever its size"
 
 
 def test_history_catch_up_reads_between_two_ids_and_finds_trimmed_channels(backend: Backend) -> None:

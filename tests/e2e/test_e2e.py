@@ -132,7 +132,7 @@ def test_topic_subscription_and_publisher_receivers(stack) -> None:
         alice.close()
         alice = SSEConnection(server.url + "/v1/events?topic=orders:9",
                               tokens.bearer(tokens.token("alice", topics=["orders:*"])))
-        assert alice.status == 200
+        assert alice.status == 200, alice.read_body()
         alice.events(0.05)
         publish(server, {"topic": "orders:9", "message": "order 9 packed"})
         [event] = alice.collect(1, 3)

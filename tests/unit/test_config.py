@@ -81,3 +81,17 @@ def test_gunicorn_refuses_bad_config_with_a_clear_error_and_nonzero_exit() -> No
     assert result.returncode != 0
     assert "too weak" in result.stderr and "NOTIFIER_QUEUE_SIZE" in result.stderr
     assert "weak-secret-value" not in result.stderr + result.stdout
+
+
+def test_the_limits_of_issue_12_are_validated_and_the_worker_cap_follows_worker_connections() -> None:
+    base = {"NOTIFIER_JWT_SECRET": "s" * 40, "NOTIFIER_ENV": "production"}
+    assert Config.from_env(base).max_streams_per_worker == 9000
+    assert Config.from_env({**base, "NOTIFIER_WORKER_CONNECTIONS": "50"}).max_streams_per_worker == 45
+    assert Config.from_env({**base, "NOTIFIER_WORKER_CONNECTIONS": "20"}).max_streams_per_worker == 15
+    assert Config.from_env({**base, "NOTIFIER_MAX_STREAMS_PER_WORKER": "7"}).max_streams_per_worker == 7
+    with pytest.raises(ConfigError) as error:
+        Config.from_env({**base, "NOTIFIER_MAX_DATA_DEPTH": "1000", "NOTIFIER_QUEUE_BYTES": "10",
+                         "NOTIFIER_MAX_STREAMS_PER_USER": "0", "NOTIFIER_WRITE_TIMEOUT_SECONDS": "x",
+                         "NOTIFIER_PAGE_MAX_BYTES": "1", "NOTIFIER_REPLAY_MAX_BYTES": "-1",
+                         "NOTIFIER_STREAM_LEASE_SECONDS": "1"})
+    assert len(error.value.problems) == 7, error.value.problems

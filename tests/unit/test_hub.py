@@ -130,3 +130,39 @@ def test_without_a_hub_a_subscription_sleeps_on_its_own_timer() -> None:
     start = time.monotonic()
     loose.sleep_until(start + 0.05)
     assert 0.05 <= time.monotonic() - start < 0.5
+
+
+def big(n: int, size: int) -> Delivery:
+    return Delivery((n, 0), b"x" * size)
+
+
+def test_a_queue_is_bounded_in_bytes_as_well_as_events() -> None:
+    cut: list[str] = []
+    sub = Subscription("a", ["c"], 100, max_bytes=1000)
+    sub.on_evict = lambda: cut.append("socket shut down")
+    assert sub.offer(big(1, 600)) and sub.offer(big(2, 400)), "exactly at the bound"
+    assert sub.queued_bytes == 1000
+    assert sub.take() and sub.queued_bytes == 0, "what was written no longer counts"
+    assert sub.offer(big(3, 5000)), "one event larger than the bound still goes alone into an empty queue"
+    assert not sub.offer(big(4, 1)), "but nothing after it"
+    assert sub.closed == CloseReason.EVICTED and cut == ["socket shut down"]
+
+
+def test_the_alarm_clock_cuts_a_write_blocked_past_the_deadline_or_the_write_timeout() -> None:
+    hub = Hub(alarm_interval=0.01, write_timeout=0.3)
+    expiring, stuck, idle = (Subscription(name, [name], 10) for name in ("expiring", "stuck", "idle"))
+    cut: list[str] = []
+    for sub in (expiring, stuck, idle):
+        sub.on_evict = lambda name=sub.user_id: cut.append(name)
+        hub.add(sub)
+    now = time.monotonic()
+    expiring.writing_since, expiring.deadline, expiring.deadline_reason = now, now + 0.1, CloseReason.TOKEN_EXPIRED
+    stuck.writing_since = now
+    idle.deadline = now + 0.1  # past its deadline but not writing: its own greenlet ends it, not the clock
+    gevent.sleep(0.2)
+    assert cut == ["expiring"] and expiring.closed == CloseReason.TOKEN_EXPIRED
+    gevent.sleep(0.2)
+    assert cut == ["expiring", "stuck"] and stuck.closed == CloseReason.WRITE_TIMEOUT
+    assert idle.closed is None
+    for sub in (expiring, stuck, idle):
+        hub.remove(sub)
