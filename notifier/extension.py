@@ -18,6 +18,7 @@ from .broker.memory import MemoryBroker, MemoryHistory
 from .channels import ChannelNames
 from .config import Config
 from .core import Core
+from .errors import NOSNIFF
 from .hub import Hub, Subscription
 from .logs import log_request, request_id_from
 from .metrics import SubscriberGauges, process_metrics
@@ -90,6 +91,7 @@ def _register_request_logging(app: Flask) -> None:
         request_id = getattr(g, "notifier_request_id", None)
         if request_id:
             response.headers["X-Request-ID"] = request_id
+        response.headers.setdefault(*NOSNIFF)
         if not getattr(g, "notifier_stream", False):
             log_request(request_id, request.method, request.path, response.status_code,
                         getattr(g, "notifier_started", time.monotonic()), request.remote_addr)

@@ -31,6 +31,7 @@ from ..envelope import reply_body
 from ..errors import (
     INTERNAL_ERROR_BODY,
     JSON_CONTENT_TYPE,
+    NOSNIFF,
     Forbidden,
     NotifierError,
     PayloadTooLarge,
@@ -138,6 +139,7 @@ class LeanPublish:
                                          environ.get("CONTENT_TYPE"))
         headers.append(("Content-Length", str(len(reply))))
         headers.append(("X-Request-ID", request_id))
+        headers.append(NOSNIFF)  # what the Flask door adds after every request
         start_response(f"{status} {HTTP_STATUS_CODES.get(status, 'Unknown').upper()}", headers)  # as Werkzeug writes it
         log_request(request_id, "POST", PUBLISH_PATH, status, started, environ.get("REMOTE_ADDR"))
         return [reply]
