@@ -220,8 +220,10 @@ def _string_list(value: Any) -> tuple[str, ...]:
     return ()
 
 
-def authenticate_subscriber() -> Subscriber:
-    claims = _verify(["headers", "cookies"])  # an explicit header wins (module docstring)
+def authenticate_subscriber(locations: tuple[str, ...] = ("headers", "cookies")) -> Subscriber:
+    """The user a request speaks for. The default order makes an explicit
+    header win over the cookie (module docstring)."""
+    claims = _verify(list(locations))
     if claims.get("role") == PUBLISHER_ROLE:
         raise Forbidden("publisher credentials cannot subscribe; use a user's token")
     subject = claims.get("sub")

@@ -15,6 +15,7 @@ from typing import Any
 from flask import Flask, g, request
 
 from .broker.memory import MemoryBroker, MemoryHistory
+from .broker.memory_guards import MemoryRateLimiter, MemoryTickets
 from .channels import ChannelNames
 from .config import Config
 from .core import Core
@@ -22,7 +23,8 @@ from .errors import NOSNIFF
 from .hub import Hub, Subscription
 from .logs import log_request, request_id_from
 from .metrics import SubscriberGauges, process_metrics
-from .state import NotifierState
+from .state import Guards, NotifierState
+from .tickets import StreamTickets
 
 log = logging.getLogger("notifier")
 
@@ -47,6 +49,21 @@ def build_core(config: Config, names: ChannelNames, on_evict: Callable[[Subscrip
     return Core(hub, RedisBroker(names, store, settings), history)
 
 
+def build_guards(config: Config) -> Guards:
+    """Stream tickets and the publish rate limit: in Redis when there is one
+    (a ticket is redeemable on any pod, a publisher's rate is counted across
+    all of them), else in this process."""
+    if config.redis_url is None:
+        limiter = MemoryRateLimiter(config.publish_rate, config.publish_burst) if config.publish_rate else None
+        return Guards(StreamTickets(MemoryTickets()), limiter)
+    from .broker.redis_guards import RedisRateLimiter, RedisTickets
+    from .broker.redis_store import make_client
+
+    client = make_client(config.redis_url, config.redis_socket_timeout, max_connections=16)
+    rate = RedisRateLimiter(client, config.redis_prefix, config.publish_rate, config.publish_burst) if config.publish_rate else None
+    return Guards(StreamTickets(RedisTickets(client, config.redis_prefix)), rate, client.connection_pool.disconnect)
+
+
 class Notifier:
     def __init__(self, app: Flask | None = None, config: Config | None = None):
         self.config = config
@@ -65,7 +82,8 @@ class Notifier:
             metrics.evictions.inc()
             log.info("evicted slow stream", extra={"user_id": subscription.user_id, "subscription": subscription.id})
 
-        state = NotifierState(config, build_core(config, names, on_evict), metrics, names, SubscriberGauges(metrics))
+        state = NotifierState(config, build_core(config, names, on_evict), metrics, names, SubscriberGauges(metrics),
+                              build_guards(config))
         app.extensions["notifier"] = state
         configure_jwt(app, config, override=standalone)
         register_blueprints(app, state, standalone=standalone)

@@ -12,6 +12,12 @@ one contract suite (tests/contract/):
   connection can drop (Redis): what was published between two ids, and which
   channels were trimmed past a point.
 
+Two more small capabilities, each with a memory and a Redis implementation
+and one contract suite, shared across pods through Redis:
+
+- ``TicketStore``: single-use values that expire (stream tickets).
+- ``RateLimiter``: a token bucket per key (publishers).
+
 Who subscribes what, and when, is the core's business (``core.py``): a
 broker never sees the hub.
 """
@@ -103,6 +109,24 @@ class CatchUp(Protocol):
 
     def gaps(self, channels: list[str], after: EventId) -> list[str]:
         """The channels whose history no longer reaches back to ``after``."""
+        ...
+
+
+class TicketStore(Protocol):
+    def put(self, key: str, value: str, ttl_seconds: float) -> None:
+        """Keep ``value`` under ``key`` for ``ttl_seconds``. Raises BrokerUnavailable."""
+
+    def take(self, key: str) -> str | None:
+        """The value, at most once, and only before it expired: taking it
+        removes it, atomically (two pods redeeming at once: one gets it).
+        Raises BrokerUnavailable."""
+
+
+class RateLimiter(Protocol):
+    def acquire(self, key: str) -> float:
+        """0.0 when one more request by ``key`` may go now (it is counted);
+        otherwise the seconds until one may (nothing is counted). Raises
+        BrokerUnavailable."""
         ...
 
 
