@@ -12,11 +12,11 @@ if TYPE_CHECKING:  # pragma: no cover
 
 def register_blueprints(app: Flask, state: NotifierState, *, standalone: bool) -> None:
     from ..errors import NotifierError
-    from . import devpage, events, health, publish, tickets
+    from . import devpage, events, health, openapi, publish, tickets
     from .cors import allow_origins
     from .errors import error_response, register_error_handlers
 
-    blueprints = [events.bp, publish.bp, health.bp, tickets.bp]
+    blueprints = [events.bp, publish.bp, health.bp, tickets.bp, openapi.bp]
     if state.config.dev_mode and state.config.dev_page:
         blueprints.append(devpage.bp)
     for blueprint in blueprints:
