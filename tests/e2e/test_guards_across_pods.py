@@ -64,3 +64,25 @@ def test_a_publishers_rate_is_one_bucket_across_pods(pods) -> None:
     assert [answer.status_code for answer in answers] == [202, 202, 202, 429]
     assert answers[-1].headers["Retry-After"] == "5"
     assert answers[-1].json()["error"]["code"] == "rate_limited"
+
+
+def raw_status(pod: Gunicorn, request: bytes) -> tuple[int, str]:
+    import socket
+
+    with socket.create_connection(("127.0.0.1", pod.port), timeout=5) as sock:
+        sock.sendall(request)
+        head = sock.recv(65536).decode("latin-1")
+    status = int(head.split(" ", 2)[1])
+    content_type = next((line.split(":", 1)[1].strip() for line in head.split("\r\n")
+                         if line.lower().startswith("content-type:")), "")
+    return status, content_type
+
+
+def test_requests_gunicorn_refuses_get_its_status_codes(pods) -> None:
+    """What docs/security.md says about requests that never reach the app."""
+    pod = pods[0]
+    assert raw_status(pod, b"GET /" + b"a" * 5000 + b" HTTP/1.1\r\nHost: x\r\n\r\n") == (414, "text/html")
+    many = b"".join(b"X-%d: v\r\n" % i for i in range(101))
+    assert raw_status(pod, b"GET /livez HTTP/1.1\r\nHost: x\r\n" + many + b"\r\n") == (431, "text/html")
+    assert raw_status(pod, b"GET /livez HTTP/1.1\r\nHost: x\r\nX-Big: " + b"v" * 9000 + b"\r\n\r\n") == (431, "text/html")
+    assert raw_status(pod, b"NOT HTTP AT ALL\r\n\r\n")[0] == 400
