@@ -13,7 +13,6 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify
 
-from .. import __version__
 from ..state import current_state
 from ..validation import Limits
 
@@ -148,7 +147,7 @@ def document(limits: Limits) -> dict[str, Any]:
         "properties": {"code": {"type": "string"}, "message": {"type": "string"}, "field": {"type": "string"}}}}}
     return {
         "openapi": "3.1.0",
-        "info": {"title": "notifier", "version": __version__,
+        "info": {"title": "notifier", "version": "1",  # the API's version (/v1), not the package's
                  "description": "Real-time notifications over Server-Sent Events. Security: docs/security.md."},
         "paths": {
             "/v1/events": {"get": _events_operation()},
