@@ -11,8 +11,18 @@ Two kinds of credentials, never interchangeable:
   ``broadcast`` claims. Without any of those three, a publisher may reach
   everybody.
 
+Both kinds must be access tokens (``"type": "access"``, as flask-jwt-extended
+writes them), signed with the configured key (or a key of the JWKS chosen by
+the token's ``kid``), and, when configured, carry the expected ``iss`` and
+``aud``.
+
+Where a request carries both an ``Authorization: Bearer`` header and the
+cookie, the header wins: it was put there on purpose by the client, the
+cookie may be a stale one the browser keeps sending. A header that does not
+verify is a 401 even with a valid cookie beside it.
+
 Tokens in the query string are refused: URLs end up in access logs, proxies
-and browser history.
+and browser history (a stream ticket, ``tickets.py``, is the one exception).
 """
 
 from __future__ import annotations
@@ -25,12 +35,26 @@ from typing import Any
 
 import jwt as pyjwt
 from flask import Flask, current_app, request
-from flask_jwt_extended import JWTManager, create_access_token, get_jwt, verify_jwt_in_request
-from flask_jwt_extended.exceptions import JWTExtendedException, NoAuthorizationError, WrongTokenError
+from flask_jwt_extended import (
+    JWTManager,
+    create_access_token,
+    get_jwt,
+    get_jwt_request_location,
+    verify_jwt_in_request,
+)
+from flask_jwt_extended.exceptions import (
+    CSRFError,
+    InvalidHeaderError,
+    JWTDecodeError,
+    JWTExtendedException,
+    NoAuthorizationError,
+    WrongTokenError,
+)
 
 from .config import Config
 from .errors import Forbidden, Unauthorized
 from .events import Target
+from .keys import KeyRing
 
 PUBLISHER_ROLE = "publisher"
 # Query parameters that look like someone trying to pass a token in the URL.
@@ -44,7 +68,8 @@ def configure_jwt(app: Flask, config: Config, *, override: bool = True) -> JWTMa
     host already has are kept.
     """
     settings: dict[str, Any] = {
-        "JWT_TOKEN_LOCATION": ["cookies", "headers"],
+        # The header first: an explicit header wins over the cookie (see above).
+        "JWT_TOKEN_LOCATION": ["headers", "cookies"],
         "JWT_ALGORITHM": config.jwt_algorithm,
         "JWT_DECODE_ALGORITHMS": [config.jwt_algorithm],  # never "none", never a surprise
         "JWT_SECRET_KEY": config.jwt_secret,
@@ -56,14 +81,22 @@ def configure_jwt(app: Flask, config: Config, *, override: bool = True) -> JWTMa
         "JWT_COOKIE_CSRF_PROTECT": True,  # applies to POST and friends, not to GET /v1/events
         "JWT_DECODE_LEEWAY": config.jwt_leeway_seconds,
         "JWT_ACCESS_TOKEN_EXPIRES": timedelta(hours=1),
+        "JWT_DECODE_ISSUER": config.jwt_issuer,
+        "JWT_ENCODE_ISSUER": config.jwt_issuer,
+        "JWT_DECODE_AUDIENCE": config.jwt_audience,
+        "JWT_ENCODE_AUDIENCE": config.jwt_audience,
     }
     for key, value in settings.items():
         if override or key not in app.config:
             app.config[key] = value
     existing = app.extensions.get("flask-jwt-extended")
-    if isinstance(existing, JWTManager):
-        return existing
-    return JWTManager(app)
+    manager = existing if isinstance(existing, JWTManager) else JWTManager(app)
+    if config.jwt_jwks:
+        ring = KeyRing.from_jwks(config.jwt_jwks, config.jwt_algorithm, config.jwt_private_key)
+        app.extensions["notifier.keys"] = ring
+        manager.decode_key_loader(ring.verification_key)
+        manager.encode_key_loader(lambda _identity: ring.signing_key())
+    return manager
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,26 +149,75 @@ def _refuse_query_tokens() -> None:
 def _verify(locations: list[str]) -> dict[str, Any]:
     _refuse_query_tokens()
     try:
-        verify_jwt_in_request(locations=locations)  # access tokens only: refresh tokens raise
-    except pyjwt.ExpiredSignatureError:
-        raise Unauthorized("token has expired") from None
+        verify_jwt_in_request(locations=locations)  # refresh tokens raise WrongTokenError
     except pyjwt.InvalidTokenError as exc:
-        raise Unauthorized(f"invalid token: {exc}") from None
+        raise Unauthorized(token_problem(exc)) from None
     except JWTExtendedException as exc:
         raise Unauthorized(_jwt_message(exc)) from None
     claims = get_jwt()
     if not isinstance(claims.get("exp"), (int, float)):
         # A token that never expires is a credential that can never be taken back.
         raise Unauthorized("token has no expiry (exp); every token must expire")
+    if _declared_type(get_jwt_request_location()) != "access":
+        # An id token, a refresh token or any other kind signed with the same key is not a credential here.
+        raise Unauthorized('token type must be "access" (the type claim)')
     return claims
 
 
+def _declared_type(location: str | None) -> Any:
+    """The ``type`` claim as the token spells it (flask-jwt-extended fills in
+    "access" when a token has none: here a missing type is refused)."""
+    if location == "headers":
+        raw = request.headers.get("Authorization", "").split(None, 1)[-1]
+    else:
+        raw = request.cookies.get(current_app.config["JWT_ACCESS_COOKIE_NAME"], "")
+    try:
+        return pyjwt.decode(raw, options={"verify_signature": False}).get("type")
+    except pyjwt.InvalidTokenError:  # pragma: no cover - it was just verified
+        return None
+
+
+# What each PyJWT refusal means, in our words (its own messages name library internals).
+_TOKEN_PROBLEMS: tuple[tuple[type[Exception], str], ...] = (
+    (pyjwt.ExpiredSignatureError, "token has expired"),
+    (pyjwt.ImmatureSignatureError, "token is not valid yet (nbf or iat is in the future)"),
+    (pyjwt.InvalidAudienceError, "token is meant for another audience (aud)"),
+    (pyjwt.InvalidIssuerError, "token comes from another issuer (iss)"),
+    (pyjwt.InvalidSignatureError, "token signature does not verify"),
+    (pyjwt.InvalidAlgorithmError, "token is signed with an algorithm this service does not accept"),
+    (pyjwt.DecodeError, "token is malformed (not a signed JWT)"),
+)
+
+
+def token_problem(exc: pyjwt.InvalidTokenError) -> str:
+    if isinstance(exc, pyjwt.MissingRequiredClaimError):
+        return f"token has no {exc.claim} claim"
+    for kind, message in _TOKEN_PROBLEMS:
+        if isinstance(exc, kind):
+            return message
+    return "token is not valid"
+
+
 def _jwt_message(exc: Exception) -> str:
-    if isinstance(exc, NoAuthorizationError):
-        return "missing token: send the access cookie or an Authorization: Bearer header"
+    if isinstance(exc, (NoAuthorizationError, InvalidHeaderError)):
+        return _missing_token_message()
     if isinstance(exc, WrongTokenError):
         return "a refresh token cannot be used here; send an access token"
-    return f"invalid token: {exc}"
+    if isinstance(exc, CSRFError):
+        return "the cookie needs its CSRF token for this request (X-CSRF-TOKEN header)"
+    if isinstance(exc, JWTDecodeError) and "sub" in str(exc):
+        return "token has no subject (sub)"
+    return "token is not valid"
+
+
+def _missing_token_message() -> str:
+    header = request.headers.get("Authorization")
+    if header is None:
+        return "missing token: send the access cookie or an Authorization: Bearer header"
+    parts = header.split()
+    if not parts or parts[0] != "Bearer":
+        return "the Authorization header must be 'Bearer <token>'"
+    return "the Authorization header must be 'Bearer <token>' with exactly one token"
 
 
 def _string_list(value: Any) -> tuple[str, ...]:
@@ -144,8 +226,10 @@ def _string_list(value: Any) -> tuple[str, ...]:
     return ()
 
 
-def authenticate_subscriber() -> Subscriber:
-    claims = _verify(["cookies", "headers"])
+def authenticate_subscriber(locations: tuple[str, ...] = ("headers", "cookies")) -> Subscriber:
+    """The user a request speaks for. The default order makes an explicit
+    header win over the cookie (module docstring)."""
+    claims = _verify(list(locations))
     if claims.get("role") == PUBLISHER_ROLE:
         raise Forbidden("publisher credentials cannot subscribe; use a user's token")
     subject = claims.get("sub")
@@ -242,5 +326,8 @@ def mint_token(config: Config, wanted: TokenRequest) -> str:
             claims["broadcast"] = wanted.broadcast
     elif wanted.topics:
         claims["topics"] = wanted.topics
+    ring: KeyRing | None = app.extensions.get("notifier.keys")
+    headers = {"kid": ring.signing_kid} if ring else None
     with app.app_context():
-        return create_access_token(identity=wanted.subject, additional_claims=claims, expires_delta=wanted.expires)
+        return create_access_token(identity=wanted.subject, additional_claims=claims, expires_delta=wanted.expires,
+                                   additional_headers=headers)

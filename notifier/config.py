@@ -7,6 +7,8 @@ operator fixes them in one go; secrets are never part of a message or a repr.
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import logging
 import multiprocessing
 import os
@@ -24,6 +26,11 @@ MIN_SECRET_BYTES = 32
 MAX_DATA_DEPTH_LIMIT = 256
 HMAC_ALGORITHMS = ("HS256", "HS384", "HS512")
 KEY_ALGORITHMS = ("RS256", "RS384", "RS512", "ES256", "ES384", "ES512")
+# The placeholder of k8s/overlays/example/secret.example.yaml: a deployment
+# that still carries it was never given its real secret.
+PLACEHOLDER = "REPLACE_ME"
+# The key type (JWK "kty") each algorithm family verifies with.
+JWK_TYPES = {"HS": "oct", "RS": "RSA", "ES": "EC"}
 
 log = logging.getLogger("notifier.config")
 
@@ -58,6 +65,15 @@ class Config:
     jwt_cookie_name: str = "notifier_access"
     jwt_cookie_secure: bool = True
     jwt_leeway_seconds: int = 5
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    # A JWKS document (the text of NOTIFIER_JWT_JWKS_FILE): verification keys
+    # selected by each token's ``kid``; its first key signs (``notifier token``).
+    jwt_jwks: str | None = _secret_field(default=None)
+
+    cors_origins: tuple[str, ...] = ()
+    publish_rate: float = 1000.0
+    publish_burst: int = 2000
 
     heartbeat_seconds: float = 15.0
     retry_ms: int = 3000
@@ -129,7 +145,6 @@ class Config:
         redis_url = reader.text("REDIS_URL")
         secret = reader.text("JWT_SECRET")
         public_key_file = reader.text("JWT_PUBLIC_KEY_FILE")
-        private_key_file = reader.text("JWT_PRIVATE_KEY_FILE")
 
         env = reader.text("ENV")
         if env is None:
@@ -147,37 +162,9 @@ class Config:
         dev = env == "development"
 
         algorithm = (reader.text("JWT_ALGORITHM") or ("RS256" if public_key_file else "HS256")).upper()
-        public_key = private_key = None
-        dev_page = False
-        if algorithm in HMAC_ALGORITHMS:
-            if public_key_file:
-                reader.problem(f"NOTIFIER_JWT_PUBLIC_KEY_FILE is set but NOTIFIER_JWT_ALGORITHM is {algorithm}; use RS256/ES256 with a key")
-            if secret is None and dev:
-                secret = load_dev_secret(reader.text("DEV_SECRET_FILE"))
-                dev_page = True
-            if secret is None:
-                reader.problem("NOTIFIER_JWT_SECRET is required (or NOTIFIER_JWT_PUBLIC_KEY_FILE with NOTIFIER_JWT_ALGORITHM=RS256/ES256)")
-            elif len(secret.encode("utf-8")) < _min_secret_bytes(algorithm):
-                needed = _min_secret_bytes(algorithm)
-                if dev:
-                    log.warning("NOTIFIER_JWT_SECRET is shorter than %d bytes: refused outside development", needed)
-                else:
-                    reader.problem(f"NOTIFIER_JWT_SECRET is too weak: at least {needed} bytes are required for {algorithm}")
-        elif algorithm in KEY_ALGORITHMS:
-            if secret:
-                reader.problem(f"NOTIFIER_JWT_SECRET is set but NOTIFIER_JWT_ALGORITHM is {algorithm}; give NOTIFIER_JWT_PUBLIC_KEY_FILE instead")
-            if not public_key_file:
-                reader.problem(f"NOTIFIER_JWT_PUBLIC_KEY_FILE is required with NOTIFIER_JWT_ALGORITHM={algorithm}")
-            else:
-                public_key = reader.file("JWT_PUBLIC_KEY_FILE", public_key_file)
-            if private_key_file:
-                private_key = reader.file("JWT_PRIVATE_KEY_FILE", private_key_file)
-            try:
-                import cryptography  # noqa: F401
-            except ImportError:
-                reader.problem(f"NOTIFIER_JWT_ALGORITHM={algorithm} needs the 'cryptography' package (pip install cryptography)")
-        else:
-            reader.problem(f"NOTIFIER_JWT_ALGORITHM must be one of {', '.join(HMAC_ALGORITHMS + KEY_ALGORITHMS)}")
+        keys = _read_keys(reader, algorithm, secret, dev)
+        if dev:
+            _check_loopback_bind(reader)
 
         # gunicorn's own setting (gunicorn.conf.py), read here only to leave
         # room for requests that are not streams.
@@ -185,6 +172,8 @@ class Config:
 
         if redis_url is not None and not redis_url.startswith(("redis://", "rediss://", "unix://")):
             reader.problem("NOTIFIER_REDIS_URL must start with redis://, rediss:// or unix://")
+        if redis_url is not None and PLACEHOLDER in redis_url:
+            reader.problem(f"NOTIFIER_REDIS_URL holds the example's placeholder ({PLACEHOLDER}); set the real password")
 
         config = cls(
             env=env,
@@ -192,12 +181,18 @@ class Config:
             redis_prefix=reader.text("REDIS_PREFIX") or "notifier:",
             redis_socket_timeout=reader.number("REDIS_SOCKET_TIMEOUT", 5.0, float, 0.1, 300),
             jwt_algorithm=algorithm,
-            jwt_secret=secret if algorithm in HMAC_ALGORITHMS else None,
-            jwt_public_key=public_key,
-            jwt_private_key=private_key,
+            jwt_secret=keys.secret,
+            jwt_public_key=keys.public_key,
+            jwt_private_key=keys.private_key,
             jwt_cookie_name=reader.text("JWT_COOKIE_NAME") or "notifier_access",
             jwt_cookie_secure=reader.flag("JWT_COOKIE_SECURE", not dev),
             jwt_leeway_seconds=reader.number("JWT_LEEWAY_SECONDS", 5, int, 0, 300),
+            jwt_issuer=reader.text("JWT_ISSUER"),
+            jwt_audience=reader.text("JWT_AUDIENCE"),
+            jwt_jwks=keys.jwks,
+            cors_origins=_cors_origins(reader),
+            publish_rate=reader.number("PUBLISH_RATE", 1000.0, float, 0, 1_000_000),
+            publish_burst=reader.number("PUBLISH_BURST", 2000, int, 1, 10_000_000),
             heartbeat_seconds=reader.number("HEARTBEAT_SECONDS", 15.0, float, 0.05, 300),
             retry_ms=reader.number("RETRY_MS", 3000, int, 100, 600_000),
             max_stream_seconds=reader.number("MAX_STREAM_SECONDS", 3600.0, float, 1, 7 * 24 * 3600),
@@ -222,7 +217,7 @@ class Config:
             probe_timeout_seconds=reader.number("PROBE_TIMEOUT_SECONDS", 3.0, float, 0.05, 3600),
             drain_seconds=reader.number("DRAIN_SECONDS", 10.0, float, 0, 3600),
             log_level=(reader.text("LOG_LEVEL") or "INFO").upper(),
-            dev_page=dev_page and dev,
+            dev_page=keys.dev_secret and dev,
         )
         if config.log_level not in LOG_LEVELS:
             reader.problem("NOTIFIER_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
@@ -326,11 +321,12 @@ def multiprocess_metrics_dir(environ: Mapping[str, str] | None = None) -> str | 
 ENV_VARS = (
     "ENV", "REDIS_URL", "REDIS_PREFIX", "REDIS_SOCKET_TIMEOUT", "JWT_SECRET", "JWT_ALGORITHM",
     "JWT_PUBLIC_KEY_FILE", "JWT_PRIVATE_KEY_FILE", "JWT_COOKIE_NAME", "JWT_COOKIE_SECURE",
-    "JWT_LEEWAY_SECONDS", "DEV_SECRET_FILE", "HEARTBEAT_SECONDS", "RETRY_MS", "MAX_STREAM_SECONDS",
-    "QUEUE_SIZE", "QUEUE_BYTES", "WRITE_TIMEOUT_SECONDS", "MAX_TOPICS", "MAX_STREAMS_PER_USER",
-    "MAX_STREAMS_PER_WORKER", "STREAM_LEASE_SECONDS", "MAX_PAYLOAD_BYTES", "MAX_BATCH", "MAX_RECIPIENTS", "MAX_DATA_DEPTH",
-    "PAGE_MAX_BYTES", "HISTORY_MAX_EVENTS", "HISTORY_MAX_AGE_SECONDS", "REPLAY_MAX_EVENTS", "REPLAY_MAX_BYTES",
-    "PROBE_INTERVAL_SECONDS", "PROBE_TIMEOUT_SECONDS", "DRAIN_SECONDS", "LOG_LEVEL",
+    "JWT_LEEWAY_SECONDS", "DEV_SECRET_FILE", "HEARTBEAT_SECONDS", "RETRY_MS", "MAX_STREAM_SECONDS", "QUEUE_SIZE",
+    "QUEUE_BYTES", "WRITE_TIMEOUT_SECONDS", "MAX_TOPICS", "MAX_STREAMS_PER_USER", "MAX_STREAMS_PER_WORKER",
+    "STREAM_LEASE_SECONDS", "MAX_PAYLOAD_BYTES", "MAX_BATCH", "MAX_RECIPIENTS", "MAX_DATA_DEPTH", "PAGE_MAX_BYTES",
+    "HISTORY_MAX_EVENTS", "HISTORY_MAX_AGE_SECONDS", "REPLAY_MAX_EVENTS", "REPLAY_MAX_BYTES",
+    "PROBE_INTERVAL_SECONDS", "PROBE_TIMEOUT_SECONDS", "DRAIN_SECONDS", "LOG_LEVEL", "JWT_ISSUER", "JWT_AUDIENCE",
+    "JWT_JWKS_FILE", "CORS_ORIGINS", "PUBLISH_RATE", "PUBLISH_BURST",
 )
 
 
@@ -392,6 +388,145 @@ def default_streams_per_worker(worker_connections: int) -> int:
     minus a tenth (at least 5), so that health probes, scrapes, publishes and
     refusals still find a free connection when the worker is full of streams."""
     return max(1, worker_connections - max(5, worker_connections // 10))
+
+
+@dataclass(frozen=True)
+class _Keys:
+    secret: str | None = None
+    public_key: str | None = None
+    private_key: str | None = None
+    jwks: str | None = None
+    dev_secret: bool = False  # the generated development secret (the dev page may mint with it)
+
+
+def _read_keys(reader: _Reader, algorithm: str, secret: str | None, dev: bool) -> _Keys:
+    """The verification (and signing) keys: one HMAC secret, one public key, or a JWKS of several."""
+    public_key_file = reader.text("JWT_PUBLIC_KEY_FILE")
+    private_key_file = reader.text("JWT_PRIVATE_KEY_FILE")
+    jwks_file = reader.text("JWT_JWKS_FILE")
+    if algorithm not in HMAC_ALGORITHMS + KEY_ALGORITHMS:
+        reader.problem(f"NOTIFIER_JWT_ALGORITHM must be one of {', '.join(HMAC_ALGORITHMS + KEY_ALGORITHMS)}")
+        return _Keys()
+    if algorithm in KEY_ALGORITHMS:
+        try:
+            import cryptography  # noqa: F401
+        except ImportError:
+            reader.problem(f"NOTIFIER_JWT_ALGORITHM={algorithm} needs the 'cryptography' package (pip install cryptography)")
+    private_key = reader.file("JWT_PRIVATE_KEY_FILE", private_key_file) if private_key_file else None
+    if jwks_file:
+        if secret or public_key_file:
+            reader.problem("NOTIFIER_JWT_JWKS_FILE replaces NOTIFIER_JWT_SECRET and NOTIFIER_JWT_PUBLIC_KEY_FILE; give only the key set")
+        return _Keys(private_key=private_key, jwks=_read_jwks(reader, jwks_file, algorithm))
+    if algorithm in KEY_ALGORITHMS:
+        if secret:
+            reader.problem(f"NOTIFIER_JWT_SECRET is set but NOTIFIER_JWT_ALGORITHM is {algorithm}; give NOTIFIER_JWT_PUBLIC_KEY_FILE instead")
+        if not public_key_file:
+            reader.problem(f"NOTIFIER_JWT_PUBLIC_KEY_FILE (or NOTIFIER_JWT_JWKS_FILE) is required with NOTIFIER_JWT_ALGORITHM={algorithm}")
+            return _Keys(private_key=private_key)
+        return _Keys(public_key=reader.file("JWT_PUBLIC_KEY_FILE", public_key_file), private_key=private_key)
+    if public_key_file:
+        reader.problem(f"NOTIFIER_JWT_PUBLIC_KEY_FILE is set but NOTIFIER_JWT_ALGORITHM is {algorithm}; use RS256/ES256 with a key")
+    generated = secret is None and dev
+    if generated:
+        secret = load_dev_secret(reader.text("DEV_SECRET_FILE"))
+    _check_secret(reader, secret, algorithm, dev)
+    return _Keys(secret=secret, dev_secret=generated)
+
+
+def _check_secret(reader: _Reader, secret: str | None, algorithm: str, dev: bool) -> None:
+    needed = _min_secret_bytes(algorithm)
+    if secret is None:
+        reader.problem("NOTIFIER_JWT_SECRET is required (or NOTIFIER_JWT_PUBLIC_KEY_FILE with NOTIFIER_JWT_ALGORITHM=RS256/ES256)")
+    elif PLACEHOLDER in secret:
+        # Refused in every mode: it is public, so whoever reads the example can sign tokens.
+        reader.problem(f"NOTIFIER_JWT_SECRET is the example's placeholder ({PLACEHOLDER}); set a real secret")
+    elif len(secret.encode("utf-8")) < needed:
+        if dev:
+            log.warning("NOTIFIER_JWT_SECRET is shorter than %d bytes: refused outside development", needed)
+        else:
+            reader.problem(f"NOTIFIER_JWT_SECRET is too weak: at least {needed} bytes are required for {algorithm}")
+
+
+def _check_loopback_bind(reader: _Reader) -> None:
+    """Development mode hands a cookie for any user to whoever asks (the dev
+    page): it may listen on this machine only."""
+    bind = reader.environ.get(PREFIX + "BIND") or "127.0.0.1:8000"
+    for address in (part.strip() for part in bind.split(",")):
+        if address and not _is_loopback(address):
+            reader.problem(f"NOTIFIER_ENV=development listens on loopback only (127.0.0.1, ::1, localhost or a unix "
+                           f"socket); NOTIFIER_BIND has {address!r}. Set NOTIFIER_ENV=production to serve others")
+
+
+def _is_loopback(address: str) -> bool:
+    if address.startswith("unix:"):
+        return True
+    host = address
+    if address.startswith("["):
+        host = address[1:].split("]", 1)[0]
+    elif address.count(":") == 1:
+        host = address.split(":", 1)[0]
+    elif address.isdigit():
+        return False  # a bare port: every interface
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _cors_origins(reader: _Reader) -> tuple[str, ...]:
+    """Exact origins (``https://app.example.com``): credentials are allowed for
+    these, so a wildcard would hand every site the user's session."""
+    raw = reader.text("CORS_ORIGINS")
+    if raw is None:
+        return ()
+    origins = tuple(dict.fromkeys(part.strip().rstrip("/") for part in raw.split(",") if part.strip()))
+    for origin in origins:
+        if "*" in origin:
+            reader.problem("NOTIFIER_CORS_ORIGINS lists exact origins; a wildcard would let any site read with the "
+                           "user's cookie")
+        elif not origin.startswith(("https://", "http://")) or "/" in origin.split("://", 1)[1]:
+            reader.problem(f"NOTIFIER_CORS_ORIGINS: {origin!r} is not an origin like https://app.example.com")
+    return origins
+
+
+def _read_jwks(reader: _Reader, path: str, algorithm: str) -> str | None:
+    """The JWKS file's text, once every key in it has a unique ``kid``, the key
+    type of ``algorithm`` and no placeholder. Read once, at startup (see docs/security.md)."""
+    text = reader.file("JWT_JWKS_FILE", path)
+    if text is None:
+        return None
+    try:
+        keys = json.loads(text)["keys"]
+        assert isinstance(keys, list) and keys and all(isinstance(key, dict) for key in keys)
+    except (ValueError, KeyError, TypeError, AssertionError):
+        reader.problem("NOTIFIER_JWT_JWKS_FILE must be a JSON Web Key Set: {\"keys\": [{\"kid\": ..., \"kty\": ...}, ...]}")
+        return None
+    kids = [key.get("kid") for key in keys]
+    if not all(isinstance(kid, str) and kid for kid in kids) or len(set(kids)) != len(kids):
+        reader.problem("NOTIFIER_JWT_JWKS_FILE: every key needs its own non-empty kid")
+    wanted = JWK_TYPES.get(algorithm[:2])
+    if any(key.get("kty") != wanted or key.get("alg", algorithm) != algorithm for key in keys):
+        reader.problem(f"NOTIFIER_JWT_JWKS_FILE: every key must be kty {wanted} for NOTIFIER_JWT_ALGORITHM={algorithm}")
+    if PLACEHOLDER in text:
+        reader.problem(f"NOTIFIER_JWT_JWKS_FILE holds the example's placeholder ({PLACEHOLDER})")
+    for key in keys:
+        _check_jwk(reader, key, algorithm)
+    return text
+
+
+def _check_jwk(reader: _Reader, key: dict[str, Any], algorithm: str) -> None:
+    import jwt
+
+    try:
+        loaded = jwt.PyJWK(key, algorithm)
+    except (jwt.PyJWKError, jwt.InvalidKeyError, ValueError, TypeError):
+        reader.problem(f"NOTIFIER_JWT_JWKS_FILE: key {key.get('kid')!r} cannot be read as a {algorithm} key")
+        return
+    if algorithm in HMAC_ALGORITHMS and len(loaded.key) < _min_secret_bytes(algorithm):
+        reader.problem(f"NOTIFIER_JWT_JWKS_FILE: key {key.get('kid')!r} is too weak: at least "
+                       f"{_min_secret_bytes(algorithm)} bytes are required for {algorithm}")
 
 
 def _min_secret_bytes(algorithm: str) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from typing import Any
 
 log = logging.getLogger("notifier.errors")
@@ -71,6 +72,16 @@ class UnsupportedMedia(NotifierError):
     code = "unsupported_media_type"
 
 
+class RateLimited(NotifierError):
+    """Too many requests from one credential: wait ``Retry-After`` seconds."""
+
+    status = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, retry_after_seconds: float):
+        super().__init__(message, headers={"Retry-After": str(max(1, math.ceil(retry_after_seconds)))})
+
+
 class BrokerUnavailable(NotifierError):
     """Redis is unreachable: nothing was stored, so nothing may be claimed as accepted."""
 
@@ -121,6 +132,9 @@ class Draining(NotifierError):
 # body is the same bytes whether Flask or the lean publish path sent it.
 _JSON = json.JSONEncoder(separators=(",", ":"))
 JSON_CONTENT_TYPE = "application/json"
+# On every response: a browser must never guess a type (a JSON error echoing
+# input rendered as HTML would be a script injection).
+NOSNIFF = ("X-Content-Type-Options", "nosniff")
 
 
 def json_bytes(body: Any) -> bytes:

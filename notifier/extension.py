@@ -18,14 +18,17 @@ from flask import Flask, g, request
 from .admission import StreamAdmission
 from .broker import StreamLeases
 from .broker.memory import MemoryBroker, MemoryHistory, MemoryStreamLeases
+from .broker.memory_guards import MemoryRateLimiter, MemoryTickets
 from .channels import ChannelNames
 from .config import Config
 from .core import Core
+from .errors import NOSNIFF
 from .hub import Hub, Subscription
 from .lifecycle import start_when_serving
 from .logs import log_request, request_id_from
 from .metrics import SubscriberGauges, UndecodableEntries, process_metrics
-from .state import NotifierState
+from .state import Guards, NotifierState
+from .tickets import StreamTickets
 
 log = logging.getLogger("notifier")
 
@@ -70,6 +73,21 @@ def build_admission(config: Config, names: ChannelNames) -> StreamAdmission:
     return StreamAdmission(leases, config.max_streams_per_user, config.max_streams_per_worker, retry_after)
 
 
+def build_guards(config: Config) -> Guards:
+    """Stream tickets and the publish rate limit: in Redis when there is one
+    (a ticket is redeemable on any pod, a publisher's rate is counted across
+    all of them), else in this process."""
+    if config.redis_url is None:
+        limiter = MemoryRateLimiter(config.publish_rate, config.publish_burst) if config.publish_rate else None
+        return Guards(StreamTickets(MemoryTickets()), limiter)
+    from .broker.redis_guards import RedisRateLimiter, RedisTickets
+    from .broker.redis_store import make_client
+
+    client = make_client(config.redis_url, config.redis_socket_timeout, max_connections=16)
+    rate = RedisRateLimiter(client, config.redis_prefix, config.publish_rate, config.publish_burst) if config.publish_rate else None
+    return Guards(StreamTickets(RedisTickets(client, config.redis_prefix)), rate, client.connection_pool.disconnect)
+
+
 class Notifier:
     def __init__(self, app: Flask | None = None, config: Config | None = None):
         self.config = config
@@ -91,7 +109,7 @@ class Notifier:
         undecodable = UndecodableEntries(metrics)
         core = build_core(config, names, on_evict, undecodable)
         state = NotifierState(config, core, metrics, names, SubscriberGauges(metrics), undecodable,
-                              build_admission(config, names))
+                              build_admission(config, names), build_guards(config))
         app.extensions["notifier"] = state
         configure_jwt(app, config, override=standalone)
         register_blueprints(app, state, standalone=standalone)
@@ -118,6 +136,7 @@ def _register_request_logging(app: Flask) -> None:
         request_id = getattr(g, "notifier_request_id", None)
         if request_id:
             response.headers["X-Request-ID"] = request_id
+        response.headers.setdefault(*NOSNIFF)
         if not getattr(g, "notifier_stream", False):
             log_request(request_id, request.method, request.path, response.status_code,
                         getattr(g, "notifier_started", time.monotonic()), request.remote_addr)

@@ -3,28 +3,44 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import gevent
 from flask import current_app
 
 from .admission import StreamAdmission
+from .broker import RateLimiter
+from .broker.memory_guards import MemoryTickets
 from .channels import ChannelNames
 from .config import Config
 from .core import Core
 from .drain import drain_streams
 from .hub import Hub
 from .metrics import Metrics, SubscriberGauges, UndecodableEntries
+from .tickets import StreamTickets
 from .validation import Limits
 
 log = logging.getLogger("notifier")
 
 
+@dataclass
+class Guards:
+    """What bounds a credential's use: stream tickets and the publish rate
+    (``None``: unlimited). Shared across pods when they live in Redis."""
+
+    tickets: StreamTickets = field(default_factory=lambda: StreamTickets(MemoryTickets()))
+    publish_rate: RateLimiter | None = None
+    close: Callable[[], None] = lambda: None
+
+
 class NotifierState:
     def __init__(self, config: Config, core: Core, metrics: Metrics, names: ChannelNames, gauges: SubscriberGauges,
-                 undecodable: UndecodableEntries, admission: StreamAdmission):
+                 undecodable: UndecodableEntries, admission: StreamAdmission, guards: Guards | None = None):
         self.config = config
         self.core = core
+        self.guards = guards or Guards()
         self.metrics = metrics
         self.names = names
         self.subscriber_gauges = gauges
@@ -53,6 +69,7 @@ class NotifierState:
         self.subscriber_gauges.stop()
         self.admission.leases.stop()
         self.core.stop()
+        self.guards.close()
 
     def drain(self, window: float | None = None) -> None:
         """Start closing every stream, spread over ``window`` seconds (see

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -147,6 +148,8 @@ def validate_notification(item: Any, limits: Limits, timestamp: str, where: str 
     targets = _targets(item, limits, where)
     type_ = _validate_type(item.get("type"))
     message = item.get("message")
+    if message is None:
+        raise InvalidEvent(f"{where}message is required", field="message")
     if not isinstance(message, str):
         raise InvalidEvent(f"{where}message must be a string", field="message")
     data = item.get("data", {})
@@ -182,8 +185,8 @@ def parse_publish_body(raw: bytes, content_type: str | None, limits: Limits, tim
         raise PayloadTooLarge("request body too large", field="body")
     try:
         parsed = json.loads(raw, parse_constant=_refuse_constant)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidEvent.bad_request(f"body is not valid JSON: {exc}") from None
+    except ValueError as exc:
+        raise InvalidEvent.bad_request(_json_problem(exc)) from None
     except RecursionError:
         raise InvalidEvent.bad_request("body is nested too deeply") from None
     if isinstance(parsed, list):
@@ -219,3 +222,15 @@ def _check_expansion(notifications: list[Notification], limits: Limits) -> None:
 
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
+
+
+def _json_problem(exc: ValueError) -> str:
+    """What is wrong with a body that did not parse, in our words (the
+    parser's own messages can name interpreter settings)."""
+    if isinstance(exc, UnicodeDecodeError):
+        return "body is not valid JSON: it is not UTF-8 text"
+    if isinstance(exc, json.JSONDecodeError):
+        return f"body is not valid JSON: {exc.msg[0].lower()}{exc.msg[1:]} at line {exc.lineno} column {exc.colno}"
+    if "integer string conversion" in str(exc):
+        return f"body is not valid JSON here: a number has more than {sys.get_int_max_str_digits()} digits"
+    return f"body is not valid JSON: {exc}"  # our own parse_constant's message

@@ -13,15 +13,17 @@ if TYPE_CHECKING:  # pragma: no cover
 def register_blueprints(app: Flask, state: NotifierState, *, standalone: bool) -> None:
     from ..errors import NotifierError
     from ..runtime.flask import register_error_handler_once
-    from . import devpage, events, health, publish
+    from . import devpage, events, health, openapi, publish, tickets
+    from .cors import allow_origins
     from .errors import error_response, register_error_handlers
 
-    blueprints = [events.bp, publish.bp, health.bp]
+    blueprints = [events.bp, publish.bp, health.bp, tickets.bp, openapi.bp]
     if state.config.dev_mode and state.config.dev_page:
         blueprints.append(devpage.bp)
     for blueprint in blueprints:
         if blueprint.name not in app.blueprints:
             app.register_blueprint(blueprint)
+    allow_origins(app, state.config.cors_origins)
     if standalone:
         register_error_handlers(app)
     else:

@@ -1,22 +1,56 @@
 """Development only: a page at ``/`` that logs in with a cookie, opens an
 EventSource and shows notifications as they come. Registered only when
-``NOTIFIER_ENV=development``; production has no login of its own (the host
-web app sets the access cookie)."""
+``NOTIFIER_ENV=development`` (which listens on loopback only, ``config.py``);
+production has no login of its own (the host web app sets the access cookie).
+
+Its forms log anyone in as anyone and publish without credentials, so they
+are accepted only from the page itself: the browser's ``Origin`` (or, where
+it sends none, ``Referer``) must be this server's own loopback origin. Another
+site's page (cross-site request forgery) and a DNS-rebinding name pointing
+at 127.0.0.1 both fail that check."""
 
 from __future__ import annotations
 
+import ipaddress
 from datetime import timedelta
+from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, make_response, redirect, render_template, request
 from flask_jwt_extended import set_access_cookies, unset_jwt_cookies
 
 from ..auth import TokenRequest, mint_token
-from ..errors import BadRequest, NotifierError
+from ..errors import BadRequest, Forbidden, NotifierError
 from ..events import utc_timestamp
 from ..state import current_state
 from ..validation import validate_notification, validate_user_id
 
 bp = Blueprint("notifier_dev", __name__, template_folder="../templates")
+
+
+@bp.before_request
+def _same_origin_only() -> None:
+    if request.method != "POST":
+        return
+    own = request.host_url.rstrip("/")
+    sent = request.headers.get("Origin") or _origin_of(request.headers.get("Referer", ""))
+    if sent != own or not _loopback_host(request.host):
+        raise Forbidden("the dev page's forms are accepted from the dev page itself only (Origin check)",
+                        field="origin")
+
+
+def _origin_of(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}" if parts.scheme and parts.netloc else ""
+
+
+def _loopback_host(host: str) -> bool:
+    name = urlsplit(f"//{host}").hostname or ""
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 @bp.get("/")

@@ -30,9 +30,11 @@ from ..envelope import reply_body
 from ..errors import (
     INTERNAL_ERROR_BODY,
     JSON_CONTENT_TYPE,
+    NOSNIFF,
     Forbidden,
     NotifierError,
     PayloadTooLarge,
+    RateLimited,
     Unauthorized,
     error_parts,
     notifier_error_parts,
@@ -79,6 +81,7 @@ def respond(state: NotifierState, authenticate: Callable[[], PublisherIdentity],
         except (Unauthorized, Forbidden):
             metrics.auth_failures.labels("publish").inc()
             raise
+        check_rate(state, publisher)  # before the body is read: a refusal costs next to nothing
         body = read_body(length, stream, state.limits.max_body_bytes)
         return ACCEPTED, [("Content-Type", JSON_CONTENT_TYPE)], accept(state, publisher, body, content_type)
     except NotifierError as exc:
@@ -87,6 +90,18 @@ def respond(state: NotifierState, authenticate: Callable[[], PublisherIdentity],
     except Exception:
         log.exception("unhandled error")
         return error_parts(500, INTERNAL_ERROR_BODY)
+
+
+def check_rate(state: NotifierState, publisher: PublisherIdentity) -> None:
+    """Raise RateLimited (429 + Retry-After) when ``publisher`` is over
+    NOTIFIER_PUBLISH_RATE (one bucket per publisher name, across pods)."""
+    limiter = state.guards.publish_rate
+    if limiter is None:
+        return
+    wait = limiter.acquire(publisher.name)
+    if wait > 0:
+        raise RateLimited(f"publisher {publisher.name!r} is over its rate of {state.config.publish_rate:g} requests "
+                          "per second; retry after Retry-After seconds", wait)
 
 
 def accept(state: NotifierState, publisher: PublisherIdentity, body: bytes, content_type: str | None) -> bytes:
@@ -138,6 +153,7 @@ class LeanPublish:
                                          environ.get("CONTENT_TYPE"))
         headers.append(("Content-Length", str(len(reply))))
         headers.append(("X-Request-ID", request_id))
+        headers.append(NOSNIFF)  # what the Flask door adds after every request
         start_response(status_line(status), headers)
         log_request(request_id, "POST", PUBLISH_PATH, status, started, environ.get("REMOTE_ADDR"))
         return [reply]

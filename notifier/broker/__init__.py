@@ -14,6 +14,12 @@ one contract suite (tests/contract/):
 - ``StreamLeases``: how many streams each user has open, counted across every
   process that shares the broker, so a per-user cap holds cluster-wide.
 
+Two more small capabilities, each with a memory and a Redis implementation
+and one contract suite, shared across pods through Redis:
+
+- ``TicketStore``: single-use values that expire (stream tickets).
+- ``RateLimiter``: a token bucket per key (publishers).
+
 Who subscribes what, and when, is the core's business (``core.py``): a
 broker never sees the hub.
 """
@@ -155,6 +161,24 @@ class StreamLeases(Protocol):
 
     def stop(self) -> None:
         """Stop renewing (the leases still held expire)."""
+
+
+class TicketStore(Protocol):
+    def put(self, key: str, value: str, ttl_seconds: float) -> None:
+        """Keep ``value`` under ``key`` for ``ttl_seconds``. Raises BrokerUnavailable."""
+
+    def take(self, key: str) -> str | None:
+        """The value, at most once, and only before it expired: taking it
+        removes it, atomically (two pods redeeming at once: one gets it).
+        Raises BrokerUnavailable."""
+
+
+class RateLimiter(Protocol):
+    def acquire(self, key: str) -> float:
+        """0.0 when one more request by ``key`` may go now (it is counted);
+        otherwise the seconds until one may (nothing is counted). Raises
+        BrokerUnavailable."""
+        ...
 
 
 def merge_by_id(streams: list[list[Delivery]]) -> list[Delivery]:

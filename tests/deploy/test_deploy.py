@@ -358,9 +358,15 @@ def test_the_example_secret_cannot_be_deployed_as_is(rendered) -> None:
     secret = find(rendered, "Secret", "notifier-secrets")["stringData"]
     config = find(rendered, "ConfigMap", "notifier-config")["data"]
     environ = dict(config, NOTIFIER_JWT_SECRET=secret["jwt-secret"], NOTIFIER_REDIS_URL=secret["redis-url"])
-    with pytest.raises(ConfigError, match="too weak"):
+    with pytest.raises(ConfigError) as refused:
         Config.from_env(environ)
+    assert "NOTIFIER_JWT_SECRET is the example's placeholder" in str(refused.value)
+    assert "NOTIFIER_REDIS_URL holds the example's placeholder" in str(refused.value)
     assert all("REPLACE_ME" in value for value in secret.values())
+    # In every mode, and inside a longer value too (long enough to pass the length check).
+    for env in ("development", "production"):
+        with pytest.raises(ConfigError, match="placeholder"):
+            Config.from_env({"NOTIFIER_ENV": env, "NOTIFIER_JWT_SECRET": "REPLACE_ME" + "x" * 60})
 
 
 def gunicorn_settings(environ: dict[str, str]) -> dict[str, Any]:
