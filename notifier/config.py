@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
+
+from .redis_topology import RedisTopology, TopologyError, parse_redis_url
 
 PREFIX = "NOTIFIER_"
 MIN_SECRET_BYTES = 32
@@ -45,6 +48,12 @@ class Config:
     redis_url: str | None = None
     redis_prefix: str = "notifier:"
     redis_socket_timeout: float = 5.0
+    # Sentinel/Cluster: replicas that must hold an event before its publish is
+    # acknowledged (WAIT after the publish script); 0 = asynchronous replication.
+    redis_min_replicas: int = 0
+    # Cluster: how far (ms) one channel's event may trail another channel's in
+    # a stream; a resume replays each channel from Last-Event-ID minus this.
+    cluster_reorder_ms: int = 2000
 
     jwt_algorithm: str = "HS256"
     jwt_secret: str | None = _secret_field(default=None)
@@ -86,6 +95,11 @@ class Config:
     @property
     def uses_redis(self) -> bool:
         return self.redis_url is not None
+
+    @property
+    def redis_topology(self) -> RedisTopology | None:
+        """What ``redis_url`` names (validated by from_env)."""
+        return parse_redis_url(self.redis_url) if self.redis_url is not None else None
 
     def __repr__(self) -> str:
         shown = []
@@ -166,14 +180,28 @@ class Config:
         else:
             reader.problem(f"NOTIFIER_JWT_ALGORITHM must be one of {', '.join(HMAC_ALGORITHMS + KEY_ALGORITHMS)}")
 
-        if redis_url is not None and not redis_url.startswith(("redis://", "rediss://", "unix://")):
-            reader.problem("NOTIFIER_REDIS_URL must start with redis://, rediss:// or unix://")
+        topology = None
+        if redis_url is not None:
+            try:
+                topology = parse_redis_url(redis_url)
+            except TopologyError as exc:
+                reader.problem(str(exc))
+        redis_prefix = reader.text("REDIS_PREFIX") or "notifier:"
+        if topology is not None and topology.sharded and ("{" in redis_prefix or "}" in redis_prefix):
+            reader.problem("NOTIFIER_REDIS_PREFIX must not contain { or } with a Redis Cluster "
+                           "(the channel names carry the hash tag)")
+        min_replicas = reader.number("REDIS_MIN_REPLICAS", 0, int, 0, 16)
+        if min_replicas and (topology is None or topology.kind == "single"):
+            reader.problem("NOTIFIER_REDIS_MIN_REPLICAS needs a replicated Redis: a redis+sentinel:// "
+                           "or redis+cluster:// NOTIFIER_REDIS_URL")
 
         config = cls(
             env=env,
             redis_url=redis_url,
-            redis_prefix=reader.text("REDIS_PREFIX") or "notifier:",
+            redis_prefix=redis_prefix,
             redis_socket_timeout=reader.number("REDIS_SOCKET_TIMEOUT", 5.0, float, 0.1, 300),
+            redis_min_replicas=min_replicas,
+            cluster_reorder_ms=reader.number("CLUSTER_REORDER_MS", 2000, int, 0, 600_000),
             jwt_algorithm=algorithm,
             jwt_secret=secret if algorithm in HMAC_ALGORITHMS else None,
             jwt_public_key=public_key,
@@ -207,7 +235,8 @@ class Config:
 
 # The variables Config.from_env reads, for docs and for the manifest tests.
 ENV_VARS = (
-    "ENV", "REDIS_URL", "REDIS_PREFIX", "REDIS_SOCKET_TIMEOUT", "JWT_SECRET", "JWT_ALGORITHM",
+    "ENV", "REDIS_URL", "REDIS_PREFIX", "REDIS_SOCKET_TIMEOUT", "REDIS_MIN_REPLICAS", "CLUSTER_REORDER_MS",
+    "JWT_SECRET", "JWT_ALGORITHM",
     "JWT_PUBLIC_KEY_FILE", "JWT_PRIVATE_KEY_FILE", "JWT_COOKIE_NAME", "JWT_COOKIE_SECURE",
     "JWT_LEEWAY_SECONDS", "DEV_SECRET_FILE", "HEARTBEAT_SECONDS", "RETRY_MS", "MAX_STREAM_SECONDS",
     "QUEUE_SIZE", "MAX_TOPICS", "MAX_PAYLOAD_BYTES", "MAX_BATCH", "MAX_RECIPIENTS",
@@ -295,7 +324,9 @@ def load_dev_secret(path: str | None = None) -> str:
 
 
 def mask_url(url: str) -> str:
-    """``redis://:pw@host:6379/0`` -> ``redis://:***@host:6379/0``."""
+    """``redis://:pw@host:6379/0`` -> ``redis://:***@host:6379/0``; a
+    ``sentinel_password=`` option is masked too."""
+    url = re.sub(r"(sentinel_password=)[^&]*", r"\1***", url)
     if "@" not in url or "://" not in url:
         return url
     scheme, rest = url.split("://", 1)

@@ -26,6 +26,12 @@ from .state import NotifierState
 log = logging.getLogger("notifier")
 
 
+def names_for(config: Config) -> ChannelNames:
+    """Channel and key names for this configuration (hash-tagged on a Cluster)."""
+    topology = config.redis_topology
+    return ChannelNames(config.redis_prefix, hash_tags=bool(topology and topology.sharded))
+
+
 def build_core(config: Config, names: ChannelNames, on_evict: Callable[[Subscription], None]) -> Core:
     """The hub, the broker and the history this configuration asks for."""
     # Heartbeats and deadlines are checked 4 times per heartbeat (at most
@@ -34,16 +40,32 @@ def build_core(config: Config, names: ChannelNames, on_evict: Callable[[Subscrip
     if config.redis_url is None:
         memory = MemoryHistory(config.history_max_events, config.history_max_age_seconds, config.replay_max_events)
         return Core(hub, MemoryBroker(names, memory), memory)
+    from .broker.redis_session import SessionSettings
+
+    topology = config.redis_topology
+    assert topology is not None
+    settings = SessionSettings(config.redis_socket_timeout, config.probe_interval_seconds, config.probe_timeout_seconds)
+    if topology.sharded:
+        from .broker.redis_cluster import ClusterBroker
+        from .broker.redis_cluster_history import ClusterHistory
+        from .broker.redis_cluster_store import ClusterStore
+        from .broker.redis_connect import make_cluster_client
+
+        cluster = make_cluster_client(config.redis_url, config.redis_socket_timeout)
+        cluster_store = ClusterStore(cluster, names, config.history_max_events, config.history_max_age_seconds,
+                                     config.redis_min_replicas)
+        cluster_history = ClusterHistory(cluster, names, config.history_max_age_seconds, config.replay_max_events,
+                                         config.cluster_reorder_ms)
+        return Core(hub, ClusterBroker(names, cluster_store, settings), cluster_history)
     from .broker.redis import RedisBroker
     from .broker.redis_history import RedisHistory
-    from .broker.redis_session import SessionSettings
     from .broker.redis_store import RedisStore, make_client
 
     client = make_client(config.redis_url, config.redis_socket_timeout)
-    store = RedisStore(client, names, config.history_max_events, config.history_max_age_seconds)
-    settings = SessionSettings(config.redis_socket_timeout, config.probe_interval_seconds, config.probe_timeout_seconds)
+    store = RedisStore(client, names, config.history_max_events, config.history_max_age_seconds,
+                       config.redis_min_replicas)
     history = RedisHistory(client, names, config.history_max_age_seconds, config.replay_max_events)
-    return Core(hub, RedisBroker(names, store, settings), history)
+    return Core(hub, RedisBroker(names, store, settings, sentinel=topology.kind == "sentinel"), history)
 
 
 class Notifier:
@@ -58,7 +80,7 @@ class Notifier:
 
         config = config or self.config or Config.from_env()
         metrics = process_metrics()
-        names = ChannelNames(config.redis_prefix)
+        names = names_for(config)
 
         def on_evict(subscription: Subscription) -> None:
             metrics.evictions.inc()

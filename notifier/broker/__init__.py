@@ -18,10 +18,20 @@ broker never sees the hub.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from ..events import Delivery, EventId, Notification, Published
+
+
+@dataclass(frozen=True)
+class ShardHealth:
+    """One live connection's state (a Cluster shard; "primary" otherwise)."""
+
+    name: str
+    ok: bool
+    last_alive: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -33,6 +43,7 @@ class Health:
     broker: str = ""
     reconnects: int = 0
     last_alive: float = 0.0  # time.time() the live connection last proved itself (0: never, or not applicable)
+    shards: tuple[ShardHealth, ...] = ()  # per live connection, where there are several (Cluster)
 
 
 class BrokerListener(Protocol):
@@ -42,8 +53,9 @@ class BrokerListener(Protocol):
     def deliver(self, channel: str, payload: str) -> None:
         """One live message (an envelope, ``envelope.py``)."""
 
-    def resubscribed(self) -> None:
-        """Every wanted channel is (again) confirmed on a new live connection:
+    def resubscribed(self, channels: list[str] | None = None) -> None:
+        """Every wanted channel (or, on a Cluster, ``channels``: those of one
+        shard, or moved to it) is (again) confirmed on a new live connection:
         catch up from history on what an outage missed, before reading on."""
 
 
@@ -79,6 +91,10 @@ class Replay:
     events: list[Delivery] = field(default_factory=list)
     reset: bool = False
     reason: str = ""
+    # Histories ordered per channel only (Cluster): for each channel, the id up
+    # to which this replay covers it (on a reset, its newest id). Live copies
+    # at or below it are duplicates.
+    positions: dict[str, EventId] | None = None
 
 
 class History(Protocol):
@@ -90,8 +106,9 @@ class History(Protocol):
         """Up to ``limit`` newest events before ``before`` (exclusive), newest first."""
         ...
 
-    def last_id(self) -> EventId:
-        """The newest id assigned so far (the position to resume from)."""
+    def last_id(self, channels: Sequence[str] = ()) -> EventId:
+        """The newest id assigned so far on ``channels`` (the position to
+        resume from); one sequence serves every channel except on a Cluster."""
         ...
 
 
@@ -103,6 +120,17 @@ class CatchUp(Protocol):
 
     def gaps(self, channels: list[str], after: EventId) -> list[str]:
         """The channels whose history no longer reaches back to ``after``."""
+        ...
+
+
+@runtime_checkable
+class ChannelCatchUp(Protocol):
+    """The catch-up of a history whose ids are ordered per channel only
+    (Cluster): each channel from its own point."""
+
+    def since(self, afters: dict[str, EventId]) -> tuple[list[tuple[str, Delivery]], list[str]]:
+        """Events after each channel's point (in order per channel), and the
+        channels trimmed past their point."""
         ...
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
+from collections.abc import Sequence
 
 from ..channels import ChannelNames
 from ..envelope import body_without_id, decode, splice_id
@@ -89,7 +90,7 @@ class MemoryHistory:
         streams = [[d for d in self.channels.get(channel, ()) if before is None or d.id < before] for channel in channels]
         return list(reversed(merge_by_id(streams)))[:limit]
 
-    def last_id(self) -> EventId:
+    def last_id(self, channels: Sequence[str] = ()) -> EventId:  # one sequence for all channels
         return self.ids.last
 
     # -- CatchUp --------------------------------------------------------------

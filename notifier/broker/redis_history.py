@@ -30,7 +30,7 @@ class RedisHistory:
         self.history_max_age_ms = int(history_max_age_seconds * 1000)
         self.replay_max_events = replay_max_events
 
-    def last_id(self) -> EventId:
+    def last_id(self, channels: Sequence[str] = ()) -> EventId:  # one sequence for all channels
         ms, seq = self.client.hmget(self.names.sequence_key, "ms", "seq")
         if ms is None or seq is None:
             return (0, 0)

@@ -25,9 +25,17 @@ from redis.exceptions import NoScriptError
 from ..sockets import peek
 
 
+class NotReplicated(redis.ResponseError):
+    """The script ran on the master, but fewer replicas than required
+    acknowledged it within the WAIT timeout: a master lost now would lose it."""
+
+
 class ScriptRunner:
-    def __init__(self, pool: redis.ConnectionPool, script: str, max_connections: int, wait_timeout: float | None):
+    def __init__(self, pool: redis.ConnectionPool, script: str, max_connections: int, wait_timeout: float | None,
+                 min_replicas: int = 0, replica_timeout_ms: int = 0):
         self.script = script
+        # WAIT cannot run inside a script: it is sent right behind it, in the same write.
+        self._wait = ("WAIT", min_replicas, replica_timeout_ms) if min_replicas else None
         self.sha = hashlib.sha1(script.encode("utf-8")).hexdigest()
         self._pool = pool
         self._idle: list[Any] = []
@@ -35,17 +43,19 @@ class ScriptRunner:
         self._slots = _semaphore(max_connections)
         self._wait_timeout = wait_timeout
 
-    def __call__(self, keys: Sequence[Any], args: Sequence[Any], head: Callable[[], Sequence[Any]] | None = None) -> Any:
+    def __call__(self, keys: Sequence[Any], args: Sequence[Any], head: Callable[[], Sequence[Any]] | None = None,
+                 asking: bool = False) -> Any:
         """EVALSHA (loading the script once if Redis does not know it). ``head()``
         gives arguments to put before ``args``, computed once a connection is
         checked out (for a deadline). Raises redis.RedisError; ResponseError
-        for an error the script returned."""
+        for an error the script returned. ``asking``: a Cluster ASK redirection
+        is being followed (ASKING goes first, in the same write)."""
         if not self._slots.acquire(timeout=self._wait_timeout):
             raise redis.ConnectionError("no Redis connection available for publishing")
         try:
             connection = self._checkout()
             try:
-                reply = self._run(connection, keys, [*head(), *args] if head else args)
+                reply = self._run(connection, keys, [*head(), *args] if head else args, asking)
             except redis.ResponseError:
                 self._idle.append(connection)  # the error was the whole reply: still in step
                 raise
@@ -58,16 +68,35 @@ class ScriptRunner:
         finally:
             self._slots.release()
 
-    def _run(self, connection: Any, keys: Sequence[Any], args: Sequence[Any]) -> Any:
-        connection.send_packed_command(connection.pack_command("EVALSHA", self.sha, len(keys), *keys, *args),
-                                       check_health=False)
+    def _run(self, connection: Any, keys: Sequence[Any], args: Sequence[Any], asking: bool = False) -> Any:
         try:
-            return connection.read_response()
+            return self._send(connection, ("EVALSHA", self.sha, len(keys), *keys, *args), asking)
         except NoScriptError:
             # A new or flushed Redis. EVAL sends the source once and caches it there.
-            connection.send_packed_command(connection.pack_command("EVAL", self.script, len(keys), *keys, *args),
-                                           check_health=False)
-            return connection.read_response()
+            return self._send(connection, ("EVAL", self.script, len(keys), *keys, *args), asking)
+
+    def _send(self, connection: Any, command: Sequence[Any], asking: bool = False) -> Any:
+        """The script, then (with min_replicas) WAIT; every reply is read before
+        anything is raised, so the connection stays in step."""
+        packed = connection.pack_command(*command)
+        if asking:
+            packed = connection.pack_command("ASKING") + packed
+        if self._wait is not None:
+            packed = packed + connection.pack_command(*self._wait)
+        connection.send_packed_command(packed, check_health=False)
+        if asking:
+            connection.read_response()
+        try:
+            reply = connection.read_response()
+        except redis.ResponseError:
+            if self._wait is not None:
+                connection.read_response()
+            raise
+        if self._wait is not None:
+            replicas = int(connection.read_response())
+            if replicas < self._wait[1]:
+                raise NotReplicated(f"NOTREPLICATED the event reached {replicas} of {self._wait[1]} replicas in time")
+        return reply
 
     def _checkout(self) -> Any:
         try:
