@@ -105,10 +105,22 @@ class ScriptRunner:
             pass
         else:
             if not _clean(connection):
-                connection.disconnect()  # closed by Redis (restart, timeout) or holding stray bytes: send reconnects
-            return connection
+                connection.disconnect()  # closed by Redis (restart, timeout) or holding stray bytes
+            return self._connected(connection)
         connection = self._pool.connection_class(**self._pool.connection_kwargs)
         self._all.append(connection)  # at most max_connections: every connection comes back to _idle
+        return self._connected(connection)
+
+    def _connected(self, connection: Any) -> Any:
+        """connect() explicitly: send_packed_command would connect by itself,
+        but past a Sentinel-managed connection's own connect() (which asks the
+        sentinels for the master), to the default localhost:6379."""
+        if getattr(connection, "_sock", None) is None:
+            try:
+                connection.connect()
+            except BaseException:
+                self._idle.append(connection)  # not connected: the next checkout tries again
+                raise
         return connection
 
     def disconnect(self) -> None:
