@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import gevent
@@ -134,9 +135,8 @@ class ClusterStore:
         asking = False
         for attempt in range(REDIRECTS + 1):
             runner = self.runner(node)
-            target = node
             try:
-                return runner(keys, args, head=lambda: self._head(target), asking=asking)
+                return runner(keys, args, head=partial(self._head, node), asking=asking)
             except MovedError as exc:
                 self.refresh()
                 node = self._node_at(exc.host, exc.port) or self.owner(slot)
