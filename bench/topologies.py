@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import time
 
 from .server import RedisServer, free_port, wait_until
 
@@ -251,9 +252,11 @@ class Cluster:
     def node_id(self, node: Node) -> str:
         return node.command("CLUSTER", "MYID")
 
-    def migrate_slot(self, slot: int, target: Node, keys_per_batch: int = 100) -> None:
+    def migrate_slot(self, slot: int, target: Node, keys_per_batch: int = 100, pause: float = 0.0) -> None:
         """Move ``slot`` and its keys to ``target`` the way redis-cli does:
-        SETSLOT IMPORTING / MIGRATING, MIGRATE the keys, SETSLOT NODE everywhere."""
+        SETSLOT IMPORTING / MIGRATING, MIGRATE the keys, SETSLOT NODE everywhere.
+        ``pause``: seconds between the last MIGRATE and SETSLOT NODE (a big slot
+        takes a while; meanwhile ASK sends the slot's writes to the target)."""
         source = self.owner_of(slot)
         source_id, target_id = self.node_id(source), self.node_id(target)
         target.command("CLUSTER", "SETSLOT", str(slot), "IMPORTING", source_id)
@@ -263,6 +266,7 @@ class Cluster:
             if not keys:
                 break
             source.command("MIGRATE", "127.0.0.1", str(target.port), "", "0", "5000", "KEYS", *keys)
+        time.sleep(pause)
         for node in (target, source, *[n for n in self.masters() if n not in (source, target)]):
             node.command("CLUSTER", "SETSLOT", str(slot), "NODE", target_id)
 

@@ -126,7 +126,7 @@ def test_slot_migration_of_a_live_channel_loses_nothing() -> None:
             tally = Tally(server.url, users, broadcast_every=5)
             source = cluster.owner_of(slot)
             target = next(node for node in cluster.masters() if node.port != source.port)
-            mover = threading.Thread(target=lambda: (time.sleep(0.5), cluster.migrate_slot(slot, target)),
+            mover = threading.Thread(target=lambda: (time.sleep(0.5), cluster.migrate_slot(slot, target, pause=0.5)),
                                      daemon=True)
             mover.start()
             for number in range(120):
