@@ -37,7 +37,7 @@ class TopologyError(ValueError):
 @dataclass(frozen=True)
 class RedisTopology:
     kind: str
-    url: str  # as given (single: handed to redis-py as is)
+    url: str = field(repr=False)  # as given (single: handed to redis-py as is); holds the password
     hosts: tuple[tuple[str, int], ...] = ()  # sentinels, or cluster seed nodes
     service: str = ""  # the master's name at the sentinels
     db: int = 0
