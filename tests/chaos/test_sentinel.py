@@ -15,6 +15,7 @@ acknowledged event. The numbers are printed (docs/delivery.md quotes them).
 from __future__ import annotations
 
 import signal
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -64,9 +65,8 @@ def test_sentinel_failover_every_client_gets_every_acknowledged_event_in_order()
 
         def inject() -> None:
             fault.wait(30)
-            sentinels.sentinels[0].process and __import__("subprocess").run(
-                ["redis-cli", "-p", str(sentinels.sentinels[0].port), "SENTINEL", "FAILOVER", sentinels.service],
-                capture_output=True, timeout=5)
+            subprocess.run(["redis-cli", "-p", str(sentinels.sentinels[0].port), "SENTINEL", "FAILOVER",
+                            sentinels.service], capture_output=True, timeout=5, check=True)
 
         injector = threading.Thread(target=inject, daemon=True)
         injector.start()
@@ -119,3 +119,36 @@ def test_master_sigkill_with_min_replicas_loses_no_acknowledged_event() -> None:
 
 def _readyz(server: Gunicorn) -> list[int]:
     return [requests.get(server.url + "/readyz", timeout=3).status_code for _ in range(8)]
+
+
+def test_a_subscriber_on_a_demoted_master_notices_its_role() -> None:
+    """centrifugal/centrifugo #1189: after a failover a subscriber stayed on the
+    demoted master, which accepted it and even answered its probe (PUBLISH is
+    allowed on a replica, and the probe went out on a pooled connection to that
+    same server) while real publishes went to the new master. Sentinel kills
+    clients when it reconfigures a server, but a server demoted any other way
+    (by hand, an operator, a partition healing) keeps them: the subscriber asks
+    its own server's ROLE on every probe and leaves a replica."""
+    from notifier.broker.redis import RedisBroker
+    from notifier.broker.redis_session import SessionSettings
+    from notifier.broker.redis_store import RedisStore, make_client
+    from notifier.channels import ChannelNames
+
+    from ..contract.test_protocol_contracts import Listener
+    from ..support.cores import pump_until
+    from ..support.processes import RedisServer
+
+    primary, other = RedisServer().start(), RedisServer().start()
+    names = ChannelNames("demoted:")
+    broker = RedisBroker(names, RedisStore(make_client(primary.url, 1), names), SessionSettings(1, 0.2, 0.5),
+                         sentinel=True)
+    broker.start(Listener())
+    try:
+        pump_until(lambda: broker.health().ok)
+        primary.client().replicaof("127.0.0.1", other.port)  # demoted; the server keeps our connections
+        pump_until(lambda: not broker.health().ok, timeout=5)
+        assert "demoted master" in broker.health().reason
+    finally:
+        broker.stop()
+        primary.stop()
+        other.stop()
