@@ -105,12 +105,16 @@ class Bench:
 
     # -- setup -------------------------------------------------------------
 
+    @property
+    def shards(self) -> int:
+        return self.args.shards if self.args.redis == "cluster" else 1
+
     def start(self) -> None:
         nofile = max(4096, self.args.streams // max(1, self.args.client_procs) + 2048)
         raise_nofile(nofile)
         if self.url is None:
             self.secret = self.secret or secrets.token_urlsafe(48)
-            self.redis = RedisServer().start()
+            self.redis = self._start_redis()
             env = {"NOTIFIER_ENV": "production", "NOTIFIER_REDIS_URL": self.redis.url,
                    "NOTIFIER_JWT_SECRET": self.secret, "NOTIFIER_LOG_LEVEL": self.args.log_level,
                    "NOTIFIER_DRAIN_SECONDS": "2",
@@ -131,6 +135,19 @@ class Bench:
             raise SystemExit("--url needs --secret (the server's NOTIFIER_JWT_SECRET) to mint tokens")
         self.streams = [AgentHandle("streams", self.url, self.secret, nofile) for _ in range(self.args.client_procs)]
         self.publisher = AgentHandle("publisher", self.url, self.secret, 4096)
+
+    def _start_redis(self) -> Any:
+        """The topology under test: one redis-server, a Sentinel set (1 master,
+        1 replica, 3 sentinels) or a Cluster of ``--shards`` masters."""
+        if self.args.redis == "sentinel":
+            from .topologies import SentinelSet
+
+            return SentinelSet().start()
+        if self.args.redis == "cluster":
+            from .topologies import Cluster
+
+            return Cluster(masters=self.args.shards).start()
+        return RedisServer().start()
 
     def stop(self) -> None:
         for agent in [*self.streams, *([self.publisher] if self.publisher else [])]:
@@ -244,6 +261,7 @@ class Bench:
                          "server_cpu_s": round(web, 2), "redis_cpu_s": round(redis_cpu, 2),
                          "client_cores": round(client / wall, 2), "server_cores": round(web / wall, 2),
                          "redis_cores": round(redis_cpu / wall, 2),
+                         "redis_cpu_per_shard_s": round(redis_cpu / self.shards, 2),
                          "server_cores_per_process": per_process}  # gunicorn master first
         # CPU per delivery does not depend on what else runs on the machine:
         # the number to compare between runs when the machine is shared.
@@ -361,11 +379,16 @@ class Bench:
             delivered = misrouted = 0
             first_sent = min((s[1] for s in pub["sent"]), default=0.0)
             last_arrival = first_sent
+            # On a Redis Cluster ids are unique per channel only: two users' events may share one.
+            targets: dict[str, set[str]] = {}
+            for event_id, _written, user in pub["sent"]:
+                targets.setdefault(event_id, set()).add(user)
+            for event_id, who in receivers.items():
+                misrouted += sum(1 for name in who if name not in targets.get(event_id, set()))
             for event_id, written, user in pub["sent"]:
                 times = arrivals.get(event_id, [])
                 for at, who in zip(times, receivers.get(event_id, [])):
                     if who != user:
-                        misrouted += 1
                         continue
                     delivered += 1
                     latencies.append(at - written)
@@ -631,6 +654,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--server-env", action="append", default=[], metavar="KEY=VALUE",
                    help="extra environment for the server it starts (repeatable)")
     p.add_argument("--root", help="source tree to serve (default: this checkout), for before/after runs")
+    p.add_argument("--redis", choices=("single", "sentinel", "cluster"), default="single",
+                   help="the Redis topology the bench starts (default single)")
+    p.add_argument("--shards", type=int, default=3, help="with --redis cluster: masters (default 3)")
     p.add_argument("--url", help="benchmark a running server instead (http://127.0.0.1:PORT)")
     p.add_argument("--secret", help="with --url: the server's HS256 secret (NOTIFIER_JWT_SECRET)")
     p.add_argument("--out", help="directory for results (default bench/results, gitignored)")

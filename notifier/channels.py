@@ -3,6 +3,12 @@
 A channel is what a subscriber listens to and what a publish targets. The
 same name is the Redis pub/sub channel; its history lives in a Redis Stream
 under ``<prefix>history:<suffix>``.
+
+On a Redis Cluster (``hash_tags=True``) the suffix is wrapped in a hash tag,
+``<prefix>{user:alice}``, and so are the channel's history stream and its id
+sequence (``<prefix>history:{user:alice}``, ``<prefix>seq:{user:alice}``):
+all three hash to one slot, so one script can write them and SPUBLISH the
+event on the shard that serves it.
 """
 
 from __future__ import annotations
@@ -13,24 +19,28 @@ BROADCAST_SUFFIX = "broadcast"
 
 
 class ChannelNames:
-    def __init__(self, prefix: str = "notifier:"):
+    def __init__(self, prefix: str = "notifier:", hash_tags: bool = False):
         self.prefix = prefix
+        self.hash_tags = hash_tags
+
+    def _name(self, suffix: str) -> str:
+        return self.prefix + ("{" + suffix + "}" if self.hash_tags else suffix)
 
     def for_target(self, target: Target) -> str:
-        return self.prefix + target.channel_suffix()
+        return self._name(target.channel_suffix())
 
     def user(self, user_id: str) -> str:
-        return f"{self.prefix}user:{user_id}"
+        return self._name(f"user:{user_id}")
 
     def topic(self, topic: str) -> str:
-        return f"{self.prefix}topic:{topic}"
+        return self._name(f"topic:{topic}")
 
     @property
     def broadcast(self) -> str:
-        return self.prefix + BROADCAST_SUFFIX
+        return self._name(BROADCAST_SUFFIX)
 
     def probe(self, node_id: str) -> str:
-        return f"{self.prefix}probe:{node_id}"
+        return self._name(f"probe:{node_id}")
 
     def history_key(self, channel: str) -> str:
         return f"{self.prefix}history:{channel[len(self.prefix):]}"
@@ -38,6 +48,10 @@ class ChannelNames:
     def stream_leases_key(self, user_id: str) -> str:
         """The sorted set of a user's open streams (``redis_leases.py``)."""
         return f"{self.prefix}streams:{user_id}"
+
+    def channel_sequence_key(self, channel: str) -> str:
+        """A Cluster channel's own id sequence, in the channel's slot."""
+        return f"{self.prefix}seq:{channel[len(self.prefix):]}"
 
     @property
     def sequence_key(self) -> str:

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .redis_topology import RedisTopology, TopologyError, parse_redis_url
+
 PREFIX = "NOTIFIER_"
 MIN_SECRET_BYTES = 32
 # Nesting of a publish's ``data``: far below what the JSON parser (and every
@@ -57,6 +59,12 @@ class Config:
     redis_url: str | None = None
     redis_prefix: str = "notifier:"
     redis_socket_timeout: float = 5.0
+    # Sentinel/Cluster: replicas that must hold an event before its publish is
+    # acknowledged (WAIT after the publish script); 0 = asynchronous replication.
+    redis_min_replicas: int = 0
+    # Cluster: how far (ms) one channel's event may trail another channel's in
+    # a stream; a resume replays each channel from Last-Event-ID minus this.
+    cluster_reorder_ms: int = 2000
 
     jwt_algorithm: str = "HS256"
     jwt_secret: str | None = _secret_field(default=None)
@@ -116,6 +124,11 @@ class Config:
     def uses_redis(self) -> bool:
         return self.redis_url is not None
 
+    @property
+    def redis_topology(self) -> RedisTopology | None:
+        """What ``redis_url`` names (validated by from_env)."""
+        return parse_redis_url(self.redis_url) if self.redis_url is not None else None
+
     def __repr__(self) -> str:
         shown = []
         for f in fields(self):
@@ -170,16 +183,30 @@ class Config:
         # room for requests that are not streams.
         worker_connections = reader.number("WORKER_CONNECTIONS", 10000, int, 1, 1_000_000)
 
-        if redis_url is not None and not redis_url.startswith(("redis://", "rediss://", "unix://")):
-            reader.problem("NOTIFIER_REDIS_URL must start with redis://, rediss:// or unix://")
+        topology = None
+        if redis_url is not None:
+            try:
+                topology = parse_redis_url(redis_url)
+            except TopologyError as exc:
+                reader.problem(str(exc))
+        redis_prefix = reader.text("REDIS_PREFIX") or "notifier:"
+        if topology is not None and topology.sharded and ("{" in redis_prefix or "}" in redis_prefix):
+            reader.problem("NOTIFIER_REDIS_PREFIX must not contain { or } with a Redis Cluster "
+                           "(the channel names carry the hash tag)")
+        min_replicas = reader.number("REDIS_MIN_REPLICAS", 0, int, 0, 16)
+        if min_replicas and (topology is None or topology.kind == "single"):
+            reader.problem("NOTIFIER_REDIS_MIN_REPLICAS needs a replicated Redis: a redis+sentinel:// "
+                           "or redis+cluster:// NOTIFIER_REDIS_URL")
         if redis_url is not None and PLACEHOLDER in redis_url:
             reader.problem(f"NOTIFIER_REDIS_URL holds the example's placeholder ({PLACEHOLDER}); set the real password")
 
         config = cls(
             env=env,
             redis_url=redis_url,
-            redis_prefix=reader.text("REDIS_PREFIX") or "notifier:",
+            redis_prefix=redis_prefix,
             redis_socket_timeout=reader.number("REDIS_SOCKET_TIMEOUT", 5.0, float, 0.1, 300),
+            redis_min_replicas=min_replicas,
+            cluster_reorder_ms=reader.number("CLUSTER_REORDER_MS", 2000, int, 0, 600_000),
             jwt_algorithm=algorithm,
             jwt_secret=keys.secret,
             jwt_public_key=keys.public_key,
@@ -319,7 +346,8 @@ def multiprocess_metrics_dir(environ: Mapping[str, str] | None = None) -> str | 
 
 # The variables Config.from_env reads, for docs and for the manifest tests.
 ENV_VARS = (
-    "ENV", "REDIS_URL", "REDIS_PREFIX", "REDIS_SOCKET_TIMEOUT", "JWT_SECRET", "JWT_ALGORITHM",
+    "ENV", "REDIS_URL", "REDIS_PREFIX", "REDIS_SOCKET_TIMEOUT", "REDIS_MIN_REPLICAS", "CLUSTER_REORDER_MS",
+    "JWT_SECRET", "JWT_ALGORITHM",
     "JWT_PUBLIC_KEY_FILE", "JWT_PRIVATE_KEY_FILE", "JWT_COOKIE_NAME", "JWT_COOKIE_SECURE",
     "JWT_LEEWAY_SECONDS", "DEV_SECRET_FILE", "HEARTBEAT_SECONDS", "RETRY_MS", "MAX_STREAM_SECONDS", "QUEUE_SIZE",
     "QUEUE_BYTES", "WRITE_TIMEOUT_SECONDS", "MAX_TOPICS", "MAX_STREAMS_PER_USER", "MAX_STREAMS_PER_WORKER",
@@ -559,7 +587,9 @@ def load_dev_secret(path: str | None = None) -> str:
 
 
 def mask_url(url: str) -> str:
-    """``redis://:pw@host:6379/0`` -> ``redis://:***@host:6379/0``."""
+    """``redis://:pw@host:6379/0`` -> ``redis://:***@host:6379/0``; a
+    ``sentinel_password=`` option is masked too."""
+    url = re.sub(r"(sentinel_password=)[^&]*", r"\1***", url)
     if "@" not in url or "://" not in url:
         return url
     scheme, rest = url.split("://", 1)

@@ -33,6 +33,12 @@ from .tickets import StreamTickets
 log = logging.getLogger("notifier")
 
 
+def names_for(config: Config) -> ChannelNames:
+    """Channel and key names for this configuration (hash-tagged on a Cluster)."""
+    topology = config.redis_topology
+    return ChannelNames(config.redis_prefix, hash_tags=bool(topology and topology.sharded))
+
+
 def build_core(config: Config, names: ChannelNames, on_evict: Callable[[Subscription], None],
                on_undecodable: Callable[[], None] | None = None) -> Core:
     """The hub, the broker and the history this configuration asks for."""
@@ -44,17 +50,45 @@ def build_core(config: Config, names: ChannelNames, on_evict: Callable[[Subscrip
         memory = MemoryHistory(config.history_max_events, config.history_max_age_seconds, config.replay_max_events,
                                config.replay_max_bytes)
         return Core(hub, MemoryBroker(names, memory), memory)
+    from .broker.redis_session import SessionSettings
+
+    topology = config.redis_topology
+    assert topology is not None
+    settings = SessionSettings(config.redis_socket_timeout, config.probe_interval_seconds, config.probe_timeout_seconds)
+    if topology.sharded:
+        from .broker.redis_cluster import ClusterBroker
+        from .broker.redis_cluster_history import ClusterHistory
+        from .broker.redis_cluster_store import ClusterStore
+        from .broker.redis_connect import make_cluster_client
+
+        cluster = make_cluster_client(config.redis_url, config.redis_socket_timeout)
+        cluster_store = ClusterStore(cluster, names, config.history_max_events, config.history_max_age_seconds,
+                                     config.redis_min_replicas)
+        cluster_history = ClusterHistory(cluster, names, config.history_max_age_seconds, config.replay_max_events,
+                                         config.cluster_reorder_ms, config.replay_max_bytes, on_undecodable)
+        return Core(hub, ClusterBroker(names, cluster_store, settings), cluster_history)
     from .broker.redis import RedisBroker
     from .broker.redis_history import RedisHistory
-    from .broker.redis_session import SessionSettings
     from .broker.redis_store import RedisStore, make_client
 
     client = make_client(config.redis_url, config.redis_socket_timeout)
-    store = RedisStore(client, names, config.history_max_events, config.history_max_age_seconds)
-    settings = SessionSettings(config.redis_socket_timeout, config.probe_interval_seconds, config.probe_timeout_seconds)
+    store = RedisStore(client, names, config.history_max_events, config.history_max_age_seconds,
+                       config.redis_min_replicas)
     history = RedisHistory(client, names, config.history_max_age_seconds, config.replay_max_events,
                            config.replay_max_bytes, on_undecodable)
-    return Core(hub, RedisBroker(names, store, settings), history)
+    return Core(hub, RedisBroker(names, store, settings, sentinel=topology.kind == "sentinel"), history)
+
+
+def command_client(config: Config, max_connections: int = 16) -> Any:
+    """A small client of its own for one-key commands and scripts (stream
+    leases, tickets, rate limits): one Redis, the Sentinel master, or the
+    Cluster, as the URL says."""
+    from .broker.redis_connect import make_client, make_cluster_client
+
+    assert config.redis_url is not None and config.redis_topology is not None
+    if config.redis_topology.sharded:
+        return make_cluster_client(config.redis_url, config.redis_socket_timeout, max_connections)
+    return make_client(config.redis_url, config.redis_socket_timeout, max_connections)
 
 
 def build_admission(config: Config, names: ChannelNames) -> StreamAdmission:
@@ -65,9 +99,8 @@ def build_admission(config: Config, names: ChannelNames) -> StreamAdmission:
         leases = MemoryStreamLeases()
     else:
         from .broker.redis_leases import RedisStreamLeases
-        from .broker.redis_store import make_client
 
-        client = make_client(config.redis_url, config.redis_socket_timeout, max_connections=16)
+        client = command_client(config)
         leases = RedisStreamLeases(client, names, config.stream_lease_seconds)
     retry_after = max(1, math.ceil(config.retry_ms / 1000))
     return StreamAdmission(leases, config.max_streams_per_user, config.max_streams_per_worker, retry_after)
@@ -80,12 +113,12 @@ def build_guards(config: Config) -> Guards:
     if config.redis_url is None:
         limiter = MemoryRateLimiter(config.publish_rate, config.publish_burst) if config.publish_rate else None
         return Guards(StreamTickets(MemoryTickets()), limiter)
+    from .broker.redis_connect import close_client
     from .broker.redis_guards import RedisRateLimiter, RedisTickets
-    from .broker.redis_store import make_client
 
-    client = make_client(config.redis_url, config.redis_socket_timeout, max_connections=16)
+    client = command_client(config)
     rate = RedisRateLimiter(client, config.redis_prefix, config.publish_rate, config.publish_burst) if config.publish_rate else None
-    return Guards(StreamTickets(RedisTickets(client, config.redis_prefix)), rate, client.connection_pool.disconnect)
+    return Guards(StreamTickets(RedisTickets(client, config.redis_prefix)), rate, lambda: close_client(client))
 
 
 class Notifier:
@@ -100,7 +133,7 @@ class Notifier:
 
         config = config or self.config or Config.from_env()
         metrics = process_metrics()
-        names = ChannelNames(config.redis_prefix)
+        names = names_for(config)
 
         def on_evict(subscription: Subscription) -> None:
             metrics.evictions.inc()

@@ -40,6 +40,7 @@ class Subscription:
     """One stream's mailbox. Written by the broker greenlet, read by the stream greenlet."""
 
     __slots__ = (
+        "channel_marks",
         "channels",
         "closed",
         "deadline",
@@ -77,6 +78,10 @@ class Subscription:
         # connection per worker), so anything at or below it is a duplicate
         # (replay overlap, or a catch-up after a broker reconnect).
         self.last_queued_id: EventId = ZERO_ID
+        # On a Redis Cluster ids are ordered per channel only, and events of
+        # different channels arrive over different connections: the highest id
+        # queued per channel instead (the core sets a dict; None: one order).
+        self.channel_marks: dict[str, EventId] | None = None
         # Cuts the stream's connection (shuts its socket down): the one way
         # to end a stream whose greenlet is blocked writing to its client.
         self.on_evict: Callable[[], None] | None = None
@@ -94,9 +99,13 @@ class Subscription:
         self.wake_at = math.inf
         self.on_alarm_clock = False
 
-    def offer(self, delivery: Delivery) -> bool:
+    def offer(self, delivery: Delivery, channel: str = "") -> bool:
         """Queue without blocking. Returns False when this call evicted the subscription."""
-        if self.closed is not None or delivery.id <= self.last_queued_id:
+        marks = self.channel_marks
+        if marks is None:
+            if self.closed is not None or delivery.id <= self.last_queued_id:
+                return True
+        elif self.closed is not None or delivery.id <= marks.get(channel, ZERO_ID):
             return True
         size = len(delivery.frame)
         if len(self.queue) >= self.maxsize or (
@@ -105,7 +114,10 @@ class Subscription:
             return False
         self.queue.append(delivery)
         self.queued_bytes += size
-        self.last_queued_id = delivery.id
+        if marks is None:
+            self.last_queued_id = delivery.id
+        else:
+            marks[channel] = delivery.id
         self.wakeup.set()
         return True
 
@@ -128,6 +140,20 @@ class Subscription:
         self.queue = [d for d in self.queue if d.id > event_id]
         self.queued_bytes = sum(len(d.frame) for d in self.queue)
         self.last_queued_id = max(self.last_queued_id, event_id)
+
+    def skip_channels(self, positions: dict[str, EventId], sent: list[Delivery]) -> None:
+        """The per-channel hand-over (Cluster): ``sent`` went out from history,
+        and each channel is covered up to its position. Drops the queued live
+        copies of ``sent`` and refuses anything at or below a position later."""
+        if sent and self.queue:
+            already = {(d.id, d.payload) for d in sent}
+            self.queue = [d for d in self.queue if (d.id, d.payload) not in already]
+            self.queued_bytes = sum(len(d.frame) for d in self.queue)
+        marks = self.channel_marks
+        if marks is not None:
+            for channel, position in positions.items():
+                if position > marks.get(channel, ZERO_ID):
+                    marks[channel] = position
 
     def take(self) -> list[Delivery]:
         """Everything queued, oldest first (empties the queue)."""
@@ -223,7 +249,7 @@ class Hub:
         delivered = 0
         # Copy: an eviction callback may unsubscribe while we iterate.
         for subscription in tuple(members):
-            if subscription.offer(delivery):
+            if subscription.offer(delivery, channel):
                 delivered += 1
             elif self._on_evict is not None:
                 self._on_evict(subscription)

@@ -63,12 +63,14 @@ class Metrics:
         self.evictions = Counter("notifier_evictions_total", "Slow streams disconnected because their queue was full", registry=r)
         self.subscriber_reconnects = Counter(
             "notifier_subscriber_reconnects_total", "Redis pub/sub subscriber reconnects", registry=r)
+        # By shard: "primary" for one Redis or Sentinel, the master's host:port
+        # on a Cluster (one pub/sub connection per shard a worker needs).
         self.subscriber_probe_age = Gauge(
-            "notifier_subscriber_probe_age_seconds", "Seconds since the pub/sub connection last proved alive",
-            registry=r, multiprocess_mode="livemax")
+            "notifier_subscriber_probe_age_seconds", "Seconds since the pub/sub connection last proved alive, by shard",
+            ["shard"], registry=r, multiprocess_mode="livemax")
         self.subscriber_up = Gauge(
-            "notifier_subscriber_up", "1 when this worker's pub/sub subscriber is connected",
-            registry=r, multiprocess_mode="livemin")
+            "notifier_subscriber_up", "1 when this worker's pub/sub subscriber is connected, by shard",
+            ["shard"], registry=r, multiprocess_mode="livemin")
         self.auth_failures = Counter("notifier_auth_failures_total", "Rejected credentials, by endpoint", ["endpoint"], registry=r)
         self.publish_errors = Counter("notifier_publish_errors_total", "Failed publish requests, by HTTP status", ["status"], registry=r)
         self.publish_requests = Counter(
@@ -204,17 +206,28 @@ class SubscriberGauges:
         self.metrics = metrics
         self.interval = interval
         self._reconnects = 0
+        self._shards: set[str] = set()
         self._chore: Every | None = None
 
     def refresh(self, source: Any) -> None:
         """``source`` has ``health()`` (the core or a broker)."""
         health = source.health()
-        self.metrics.subscriber_up.set(1 if health.ok else 0)
+        shards = [(s.name, s.ok, s.last_alive) for s in health.shards] or [("primary", health.ok, health.last_alive)]
+        now = time.time()
+        for name, ok, last_alive in shards:
+            self.metrics.subscriber_up.labels(name).set(1 if ok else 0)
+            if last_alive:
+                self.metrics.subscriber_probe_age.labels(name).set(max(0.0, now - last_alive))
+        # A shard this worker no longer needs (its channels left, or its master
+        # failed over) has nothing to wait for: it reads as up, and fresh.
+        current = {name for name, _ok, _alive in shards}
+        for name in self._shards - current:
+            self.metrics.subscriber_up.labels(name).set(1)
+            self.metrics.subscriber_probe_age.labels(name).set(0)
+        self._shards |= current
         if health.reconnects > self._reconnects:
             self.metrics.subscriber_reconnects.inc(health.reconnects - self._reconnects)
             self._reconnects = health.reconnects
-        if health.last_alive:
-            self.metrics.subscriber_probe_age.set(max(0.0, time.time() - health.last_alive))
 
     def start(self, source: Any) -> None:
         """Refresh from ``source`` every ``interval`` seconds until it says "stopping"."""

@@ -22,6 +22,17 @@ def redis_server() -> Iterator[RedisServer]:
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def redis_cluster():
+    """One 3-master Redis Cluster for the session (tests that change its
+    topology start their own)."""
+    from bench.topologies import Cluster
+
+    cluster = Cluster(masters=3).start()
+    yield cluster
+    cluster.stop()
+
+
 @pytest.fixture
 def prefix() -> str:
     """A unique key prefix per test, so tests sharing a Redis never see each other."""

@@ -248,7 +248,7 @@ def recent_notifications() -> Response:
     # Read the position first: everything up to it is in this page (or older
     # pages), everything after it will come on the stream.
     history = state.core.history
-    resume_from = history.last_id()
+    resume_from = history.last_id(channels)
     upper = before if before is not None else (resume_from[0], resume_from[1] + 1)
     page = history.recent(channels, upper, limit, state.config.page_max_bytes)
     body = {

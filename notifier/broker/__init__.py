@@ -26,11 +26,20 @@ broker never sees the hub.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from ..events import Delivery, EventId, Notification, Published
+
+
+@dataclass(frozen=True)
+class ShardHealth:
+    """One live connection's state (a Cluster shard; "primary" otherwise)."""
+
+    name: str
+    ok: bool
+    last_alive: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -42,6 +51,7 @@ class Health:
     broker: str = ""
     reconnects: int = 0
     last_alive: float = 0.0  # time.time() the live connection last proved itself (0: never, or not applicable)
+    shards: tuple[ShardHealth, ...] = ()  # per live connection, where there are several (Cluster)
 
 
 class BrokerListener(Protocol):
@@ -51,8 +61,9 @@ class BrokerListener(Protocol):
     def deliver(self, channel: str, payload: str) -> None:
         """One live message (an envelope, ``envelope.py``)."""
 
-    def resubscribed(self) -> None:
-        """Every wanted channel is (again) confirmed on a new live connection:
+    def resubscribed(self, channels: list[str] | None = None) -> None:
+        """Every wanted channel (or, on a Cluster, ``channels``: those of one
+        shard, or moved to it) is (again) confirmed on a new live connection:
         catch up from history on what an outage missed, before reading on."""
 
 
@@ -88,6 +99,10 @@ class Replay:
     events: list[Delivery] = field(default_factory=list)
     reset: bool = False
     reason: str = ""
+    # Histories ordered per channel only (Cluster): for each channel, the id up
+    # to which this replay covers it (on a reset, its newest id). Live copies
+    # at or below it are duplicates.
+    positions: dict[str, EventId] | None = None
 
 
 class Page(list[Delivery]):
@@ -126,8 +141,9 @@ class History(Protocol):
         a few at a time, never the whole history."""
         ...
 
-    def last_id(self) -> EventId:
-        """The newest id assigned so far (the position to resume from)."""
+    def last_id(self, channels: Sequence[str] = ()) -> EventId:
+        """The newest id assigned so far on ``channels`` (the position to
+        resume from); one sequence serves every channel except on a Cluster."""
         ...
 
 
@@ -178,6 +194,17 @@ class RateLimiter(Protocol):
         """0.0 when one more request by ``key`` may go now (it is counted);
         otherwise the seconds until one may (nothing is counted). Raises
         BrokerUnavailable."""
+        ...
+
+
+@runtime_checkable
+class ChannelCatchUp(Protocol):
+    """The catch-up of a history whose ids are ordered per channel only
+    (Cluster): each channel from its own point."""
+
+    def since(self, afters: dict[str, EventId]) -> tuple[list[tuple[str, Delivery]], list[str]]:
+        """Events after each channel's point (in order per channel), and the
+        channels trimmed past their point."""
         ...
 
 

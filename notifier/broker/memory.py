@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
+from collections.abc import Sequence
 
 from ..channels import ChannelNames
 from ..envelope import body_without_id, decode, splice_id
@@ -97,7 +98,7 @@ class MemoryHistory:
         streams = [[d for d in self.channels.get(channel, ()) if before is None or d.id < before] for channel in channels]
         return fill_page(reversed(merge_by_id(streams)), limit, max_bytes)
 
-    def last_id(self) -> EventId:
+    def last_id(self, channels: Sequence[str] = ()) -> EventId:  # one sequence for all channels
         return self.ids.last
 
     # -- CatchUp --------------------------------------------------------------

@@ -30,6 +30,7 @@ from ..channels import ChannelNames
 from ..errors import BrokerUnavailable
 from ..events import Notification, Published
 from . import BrokerListener, Health
+from .redis_connect import RoleCheck
 from .redis_session import ProbeFailed, Session, SessionSettings
 from .redis_store import RedisStore
 from .redis_wanted import Wanted
@@ -43,8 +44,11 @@ BACKOFF_MAX = 2.0
 
 class RedisBroker:
     def __init__(self, names: ChannelNames, store: RedisStore, settings: SessionSettings,
-                 subscribe_timeout: float = SUBSCRIBE_TIMEOUT):
+                 subscribe_timeout: float = SUBSCRIBE_TIMEOUT, sentinel: bool = False):
         self.names = names
+        # Sentinel: the subscriber checks its server's role, and a lost session
+        # drops the idle command connections too (they may point at the old master).
+        self.sentinel = sentinel
         self.store = store
         self.node_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.settings = settings
@@ -125,7 +129,9 @@ class RedisBroker:
         attempt = 0
         while not self._stopping:
             started = time.monotonic()
-            session = Session(self.store.client, self.wanted, self._listener, self.probe_channel, self.settings)  # type: ignore[arg-type]
+            role_check = RoleCheck(self.store.client.connection_pool.connection_kwargs) if self.sentinel else None
+            session = Session(self.store.client, self.wanted, self._listener, self.probe_channel,  # type: ignore[arg-type]
+                              self.settings, role_check)
             self._session = session
             try:
                 session.run()
@@ -139,6 +145,8 @@ class RedisBroker:
             finally:
                 session.close()
                 self._last_alive = max(self._last_alive, session.last_alive)
+            if self.sentinel:
+                self.store.client.connection_pool.disconnect(inuse_connections=False)
             if self._stopping:
                 break
             # A session that lived a while earns a fresh backoff.

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
+from redis.exceptions import ClusterDownError
 
 from ..channels import ChannelNames
 from ..envelope import decode
@@ -75,7 +76,7 @@ def outage_is_unavailable() -> Iterator[None]:
     any other Redis error is a bug of ours and stays one."""
     try:
         yield
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
+    except (redis.ConnectionError, redis.TimeoutError, ClusterDownError) as exc:
         log.warning("history read failed: %s", exc.__class__.__name__)
         raise BrokerUnavailable() from None
 
@@ -94,7 +95,7 @@ class RedisHistory:
         self.on_undecodable = on_undecodable or (lambda: None)
         self._survey_script = client.register_script(SURVEY_SCRIPT)
 
-    def last_id(self) -> EventId:
+    def last_id(self, channels: Sequence[str] = ()) -> EventId:  # one sequence for all channels
         with outage_is_unavailable():
             ms, seq = self.client.hmget(self.names.sequence_key, "ms", "seq")
         if ms is None or seq is None:
@@ -125,16 +126,7 @@ class RedisHistory:
         return found
 
     def _delivery(self, entry: Any) -> Delivery | None:
-        """One stored entry, or None (counted) when it is not an envelope:
-        written by something else, or damaged. One bad entry must not make
-        a channel's history unreadable."""
-        try:
-            _entry_id, fields = entry
-            payload = fields.get(b"d") if b"d" in fields else fields.get("d")
-            return decode(text(payload))
-        except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
-            self.on_undecodable()
-            return None
+        return entry_delivery(entry, self.on_undecodable)
 
     def survey(self, channels: Sequence[str], after: EventId) -> Survey:
         keys = [self.names.history_key(channel) for channel in channels] + [self.names.sequence_key]
@@ -219,15 +211,32 @@ class RedisHistory:
             return fill_page(newest_first, limit, max_bytes)
 
     def _newest(self, channel: str, end: str, limit: int) -> Iterator[Delivery]:
-        """One channel's events from ``end`` down, read a few at a time."""
-        key = self.names.history_key(channel)
-        count = min(limit + 1, RECENT_PAGE)
-        while True:
-            entries: Any = self.client.xrevrange(key, max=end, min="-", count=count)
-            yield from self._deliveries(entries)
-            if len(entries) < count:
-                return
-            end = "(" + text(entries[-1][0])
+        return newest(self.client, self.names.history_key(channel), end, limit, self._deliveries)
+
+
+def entry_delivery(entry: Any, on_undecodable: Callable[[], None]) -> Delivery | None:
+    """One stored entry, or None (counted) when it is not an envelope:
+    written by something else, or damaged. One bad entry must not make a
+    channel's history unreadable."""
+    try:
+        _entry_id, fields = entry
+        payload = fields.get(b"d") if b"d" in fields else fields.get("d")
+        return decode(text(payload))
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
+        on_undecodable()
+        return None
+
+
+def newest(client: Any, key: str, end: str, limit: int,
+           deliveries: Callable[[Sequence[Any]], list[Delivery]]) -> Iterator[Delivery]:
+    """One stream's events from ``end`` down, read a few at a time."""
+    count = min(limit + 1, RECENT_PAGE)
+    while True:
+        entries: Any = client.xrevrange(key, max=end, min="-", count=count)
+        yield from deliveries(entries)
+        if len(entries) < count:
+            return
+        end = "(" + text(entries[-1][0])
 
 
 def _horizon(info: Any) -> EventId | None:

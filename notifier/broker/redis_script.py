@@ -21,12 +21,20 @@ from typing import Any
 import redis
 from redis.exceptions import NoScriptError
 
-from ..runtime.redis import connection_has_pending_bytes, new_connection, send_and_read
+from ..runtime.redis import connection_has_pending_bytes, new_connection, read_reply, send_commands
+
+
+class NotReplicated(redis.ResponseError):
+    """The script ran on the master, but fewer replicas than required
+    acknowledged it within the WAIT timeout: a master lost now would lose it."""
 
 
 class ScriptRunner:
-    def __init__(self, pool: redis.ConnectionPool, script: str, max_connections: int, wait_timeout: float | None):
+    def __init__(self, pool: redis.ConnectionPool, script: str, max_connections: int, wait_timeout: float | None,
+                 min_replicas: int = 0, replica_timeout_ms: int = 0):
         self.script = script
+        # WAIT cannot run inside a script: it is sent right behind it, in the same write.
+        self._wait = ("WAIT", min_replicas, replica_timeout_ms) if min_replicas else None
         self.sha = hashlib.sha1(script.encode("utf-8")).hexdigest()
         self._pool = pool
         self._idle: list[Any] = []
@@ -34,17 +42,19 @@ class ScriptRunner:
         self._slots = _semaphore(max_connections)
         self._wait_timeout = wait_timeout
 
-    def __call__(self, keys: Sequence[Any], args: Sequence[Any], head: Callable[[], Sequence[Any]] | None = None) -> Any:
+    def __call__(self, keys: Sequence[Any], args: Sequence[Any], head: Callable[[], Sequence[Any]] | None = None,
+                 asking: bool = False) -> Any:
         """EVALSHA (loading the script once if Redis does not know it). ``head()``
         gives arguments to put before ``args``, computed once a connection is
         checked out (for a deadline). Raises redis.RedisError; ResponseError
-        for an error the script returned."""
+        for an error the script returned. ``asking``: a Cluster ASK redirection
+        is being followed (ASKING goes first, in the same write)."""
         if not self._slots.acquire(timeout=self._wait_timeout):
             raise redis.ConnectionError("no Redis connection available for publishing")
         try:
             connection = self._checkout()
             try:
-                reply = self._run(connection, keys, [*head(), *args] if head else args)
+                reply = self._run(connection, keys, [*head(), *args] if head else args, asking)
             except redis.ResponseError:
                 self._idle.append(connection)  # the error was the whole reply: still in step
                 raise
@@ -57,12 +67,34 @@ class ScriptRunner:
         finally:
             self._slots.release()
 
-    def _run(self, connection: Any, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+    def _run(self, connection: Any, keys: Sequence[Any], args: Sequence[Any], asking: bool = False) -> Any:
         try:
-            return send_and_read(connection, "EVALSHA", self.sha, len(keys), *keys, *args)
+            return self._send(connection, ("EVALSHA", self.sha, len(keys), *keys, *args), asking)
         except NoScriptError:
             # A new or flushed Redis. EVAL sends the source once and caches it there.
-            return send_and_read(connection, "EVAL", self.script, len(keys), *keys, *args)
+            return self._send(connection, ("EVAL", self.script, len(keys), *keys, *args), asking)
+
+    def _send(self, connection: Any, command: Sequence[Any], asking: bool = False) -> Any:
+        """The script, then (with min_replicas) WAIT, in one write; every reply
+        is read before anything is raised, so the connection stays in step."""
+        commands: list[tuple[Any, ...]] = [("ASKING",)] if asking else []
+        commands.append(tuple(command))
+        if self._wait is not None:
+            commands.append(self._wait)
+        send_commands(connection, commands)
+        if asking:
+            read_reply(connection)
+        try:
+            reply = read_reply(connection)
+        except redis.ResponseError:
+            if self._wait is not None:
+                read_reply(connection)
+            raise
+        if self._wait is not None:
+            replicas = int(read_reply(connection))
+            if replicas < self._wait[1]:
+                raise NotReplicated(f"NOTREPLICATED the event reached {replicas} of {self._wait[1]} replicas in time")
+        return reply
 
     def _checkout(self) -> Any:
         try:
@@ -71,10 +103,21 @@ class ScriptRunner:
             pass
         else:
             if not _clean(connection):
-                connection.disconnect()  # closed by Redis (restart, timeout) or holding stray bytes: send reconnects
-            return connection
+                connection.disconnect()  # closed by Redis (restart, timeout) or holding stray bytes
+            return self._connected(connection)
         connection = new_connection(self._pool)
         self._all.append(connection)  # at most max_connections: every connection comes back to _idle
+        return self._connected(connection)
+
+    def _connected(self, connection: Any) -> Any:
+        """connect() explicitly: send_packed_command would connect by itself,
+        but past a Sentinel-managed connection's own connect() (which asks the
+        sentinels for the master), to the default localhost:6379."""
+        try:
+            connection.connect()  # returns at once when connected
+        except BaseException:
+            self._idle.append(connection)  # not connected: the next checkout tries again
+            raise
         return connection
 
     def disconnect(self) -> None:

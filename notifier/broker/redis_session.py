@@ -22,6 +22,7 @@ from gevent import select
 
 from ..runtime.redis import connection_fileno, next_pubsub_message
 from . import BrokerListener
+from .redis_connect import RoleCheck
 from .redis_store import text
 from .redis_wanted import Wanted
 
@@ -49,8 +50,10 @@ class SessionSettings:
 
 class Session:
     def __init__(self, client: redis.Redis, wanted: Wanted, listener: BrokerListener, probe_channel: str,
-                 settings: SessionSettings):
+                 settings: SessionSettings, role_check: RoleCheck | None = None):
         self.client = client
+        # Sentinel: the server we read must still be the master (see RoleCheck).
+        self.role_check = role_check
         self.wanted = wanted
         self.listener = listener
         self.probe_channel = probe_channel
@@ -74,9 +77,10 @@ class Session:
         self.wanted.drain()  # every wanted channel is subscribed now
         self._sync(set(self.wanted.channels))
         self._confirm_all()
+        self._check_role()
         # Before any waiter is released: a stream starts once what the outage
         # missed is queued ahead of anything newer.
-        self.listener.resubscribed()
+        self._caught_up()
         held, self._held = self._held or [], None
         for channel, payload in held:
             self.listener.deliver(channel, payload)
@@ -86,11 +90,23 @@ class Session:
         log.info("redis subscriber connected: %d channels", len(self.wanted.confirmed))
         self._read_forever()
 
+    def _caught_up(self) -> None:
+        self.listener.resubscribed()
+
     def close(self) -> None:
         try:
             self.pubsub.reset()
         except (redis.RedisError, OSError):
             pass
+        if self.role_check is not None:
+            self.role_check.close()
+
+    def _check_role(self) -> None:
+        if self.role_check is None or self.pubsub.connection is None:
+            return
+        role = self.role_check.role(self.pubsub.connection)
+        if role != "master":
+            raise ProbeFailed(f"the subscriber's server is a {role} now (a demoted master)")
 
     # -- subscriptions -----------------------------------------------------------
 
@@ -106,13 +122,19 @@ class Session:
             if not self._outstanding.get(channel):
                 self.wanted.confirm(channel)
         if add:
-            self.pubsub.subscribe(*sorted(add))
+            self._subscribe(sorted(add))
             self._requested |= add
             for channel in add:
                 self._outstanding[channel] = self._outstanding.get(channel, 0) + 1
         if remove:
-            self.pubsub.unsubscribe(*sorted(remove))
+            self._unsubscribe(sorted(remove))
             self._requested -= remove
+
+    def _subscribe(self, channels: list[str]) -> None:
+        self.pubsub.subscribe(*channels)
+
+    def _unsubscribe(self, channels: list[str]) -> None:
+        self.pubsub.unsubscribe(*channels)
 
     def _confirm_all(self) -> None:
         """Wait until Redis confirmed every SUBSCRIBE, so nothing published
@@ -157,10 +179,14 @@ class Session:
                 return True
         return True
 
+    # The pub/sub message kinds (sharded pub/sub has its own: redis_cluster.py).
+    MESSAGE = "message"
+    SUBSCRIBED = "subscribe"
+
     def _handle(self, message: dict[str, Any]) -> None:
         kind = message.get("type")
         channel = text(message.get("channel"))
-        if kind == "message":
+        if kind == self.MESSAGE:
             self.last_alive = time.time()
             if channel == self.probe_channel:
                 self._probe_sent = None
@@ -168,7 +194,7 @@ class Session:
                 self._held.append((channel, text(message.get("data"))))
             else:
                 self.listener.deliver(channel, text(message.get("data")))
-        elif kind == "subscribe":
+        elif kind == self.SUBSCRIBED:
             left = self._outstanding.get(channel, 0) - 1
             if left > 0:
                 self._outstanding[channel] = left
@@ -176,6 +202,15 @@ class Session:
             self._outstanding.pop(channel, None)
             if channel in self._requested:
                 self.wanted.confirm(channel)
+                self._confirmed(channel)
+        else:
+            self._other(kind, channel)
+
+    def _confirmed(self, channel: str) -> None:
+        """Hook: ``channel`` was just confirmed."""
+
+    def _other(self, kind: Any, channel: str) -> None:
+        """Hook: any other message (unsubscribe replies and pushes)."""
 
     def _wait(self, timeout: float) -> tuple[bool, bool]:
         """Until the socket is readable, the core wants other channels (woken),
@@ -208,8 +243,12 @@ class Session:
             if now - self._probe_sent > self.settings.probe_timeout:
                 raise ProbeFailed(f"no probe back in {self.settings.probe_timeout:g}s")
         elif now - self._last_traffic > self.settings.probe_interval:
+            self._check_role()
             self._probe_sent = now
-            if self.client.publish(self.probe_channel, b"probe") == 0:
+            if self._send_probe() == 0:
                 # Redis says nobody is subscribed: our connection is gone
                 # server-side (CLIENT KILL, restart) even if the socket looks fine.
                 raise ProbeFailed("probe channel has no subscriber")
+
+    def _send_probe(self) -> int:
+        return int(self.client.publish(self.probe_channel, b"probe"))

@@ -15,14 +15,15 @@ from collections.abc import Sequence
 from typing import Any
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from ..channels import ChannelNames
 from ..envelope import LUA_SPLICE, body_without_id
 from ..events import Notification, Published
 from ..runtime.redis import socket_timeout
+from .redis_connect import make_client
 from .redis_script import ScriptRunner
+
+__all__ = ["PUBLISH_SCRIPT", "RedisStore", "make_client", "text"]
 
 PUBLISH_SCRIPT = """
 local maxlen = ARGV[1]
@@ -66,31 +67,11 @@ return out
 CLOCK_REFRESH_SECONDS = 30.0
 
 
-def make_client(url: str, socket_timeout: float = 5.0, max_connections: int = 64) -> redis.Redis:
-    """A client for commands (not pub/sub).
-
-    Blocking pool: under gevent many greenlets share a few connections and
-    wait for one rather than fail. No automatic retries: a publish whose reply
-    was lost may have run, so retrying is the caller's decision (the API
-    answers 503 and the publisher retries).
-    """
-    pool = redis.BlockingConnectionPool.from_url(
-        url,
-        max_connections=max_connections,
-        timeout=socket_timeout,
-        socket_timeout=socket_timeout,
-        socket_connect_timeout=socket_timeout,
-        retry=Retry(NoBackoff(), 0),
-        protocol=2,
-    )
-    return redis.Redis(connection_pool=pool)
-
-
 class RedisStore:
     """Runs the publish script; ``close`` releases the client's connections."""
 
     def __init__(self, client: redis.Redis, names: ChannelNames, history_max_events: int = 1000,
-                 history_max_age_seconds: float = 86400):
+                 history_max_age_seconds: float = 86400, min_replicas: int = 0):
         self.client = client
         self.names = names
         self.history_max_events = history_max_events
@@ -99,7 +80,8 @@ class RedisStore:
         timeout = socket_timeout(client)
         # Publishing has its own connections (as many again as the pool's):
         # see redis_script.py for why.
-        self._script = ScriptRunner(pool, PUBLISH_SCRIPT, getattr(pool, "max_connections", 64), timeout)
+        self._script = ScriptRunner(pool, PUBLISH_SCRIPT, getattr(pool, "max_connections", 64), timeout,
+                                    min_replicas, replica_timeout_ms(timeout))
         # A publish whose reply times out must not be stored later (the caller
         # answers 503 and the publisher retries): the script refuses to run
         # once half the socket timeout has passed since it was sent, which
@@ -156,6 +138,12 @@ class RedisStore:
         self._script.disconnect()
         self.client.close()
         self.client.connection_pool.disconnect()  # close() leaves a pool it was given open
+
+
+def replica_timeout_ms(socket_timeout: float | None) -> int:
+    """WAIT's timeout: a quarter of the socket timeout, so script (which may
+    start up to half of it late) plus WAIT plus the reply fit in it."""
+    return max(1, int((socket_timeout or 4.0) * 250))
 
 
 def text(value: Any) -> str:

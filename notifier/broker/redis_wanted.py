@@ -106,6 +106,13 @@ class Wanted:
         self.live = False
         self.confirmed.clear()
 
+    def release_all(self) -> None:
+        """Let every waiter go (what they waited for is no longer carried here)."""
+        for waiting in self._waiting.values():
+            for waiter in waiting:
+                waiter.done.set()
+        self._waiting.clear()
+
     def _release(self, channel: str) -> None:
         for waiter in self._waiting.pop(channel, ()):
             waiter.missing.discard(channel)

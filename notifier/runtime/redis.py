@@ -11,6 +11,7 @@ docstring says.
 from __future__ import annotations
 
 import ssl
+from collections.abc import Sequence
 from typing import Any
 
 import redis
@@ -76,6 +77,26 @@ def public_send_and_read(connection: Any, *args: Any) -> Any:
     return connection.read_response()
 
 
+def fast_send_commands(connection: Any, commands: Sequence[Sequence[Any]]) -> None:
+    """Several commands in one write (their replies are read one by one with
+    ``read_reply``)."""
+    packed: list[Any] = []
+    for command in commands:
+        packed += connection.pack_command(*command)
+    connection.send_packed_command(packed, check_health=False)
+
+
+def public_send_commands(connection: Any, commands: Sequence[Sequence[Any]]) -> None:
+    for command in commands:
+        connection.send_command(*command)
+
+
+def read_reply(connection: Any) -> Any:
+    """The next reply on ``connection`` (raw: no response callbacks). Raises
+    redis.RedisError; ResponseError when the reply is an error."""
+    return connection.read_response()
+
+
 def fast_has_pending_bytes(connection: Any) -> bool:
     """True when a connected connection holds bytes to read (a stray reply, or
     EOF from a Redis that closed it): it must be reconnected before reuse.
@@ -124,4 +145,5 @@ next_pubsub_message = fast_next_pubsub_message if ACTIVE else public_next_pubsub
 new_connection = fast_new_connection if ACTIVE else public_new_connection
 send_and_read = fast_send_and_read if ACTIVE else public_send_and_read
 connection_has_pending_bytes = fast_has_pending_bytes if ACTIVE else public_has_pending_bytes
+send_commands = fast_send_commands if ACTIVE else public_send_commands
 connection_fileno = fast_connection_fileno if ACTIVE else public_connection_fileno

@@ -67,16 +67,39 @@ def test_subscriber_gauges_follow_health_reconnects_and_liveness() -> None:
 
     broker.last_alive = time.time() - 30
     gauges.refresh(broker)
-    assert sample("notifier_subscriber_up") == 1
-    assert 29 <= sample("notifier_subscriber_probe_age_seconds") < 40
+    assert sample("notifier_subscriber_up", shard="primary") == 1
+    assert 29 <= sample("notifier_subscriber_probe_age_seconds", shard="primary") < 40
     broker.last_alive = time.time()  # a probe or a message came back
     gauges.refresh(broker)
-    assert sample("notifier_subscriber_probe_age_seconds") < 5
+    assert sample("notifier_subscriber_probe_age_seconds", shard="primary") < 5
     broker.up = False
     broker.last_alive = time.time() - 60
     gauges.refresh(broker)
-    assert sample("notifier_subscriber_up") == 0
-    assert sample("notifier_subscriber_probe_age_seconds") >= 59, "the age keeps growing while the subscriber is down"
+    assert sample("notifier_subscriber_up", shard="primary") == 0
+    assert sample("notifier_subscriber_probe_age_seconds", shard="primary") >= 59, "the age keeps growing while the subscriber is down"
+
+
+def test_subscriber_gauges_are_per_shard_on_a_cluster_and_a_retired_shard_reads_up() -> None:
+    from notifier.broker import Health, ShardHealth
+
+    class Sharded:
+        def __init__(self) -> None:
+            now = time.time()
+            self.shards = (ShardHealth("10.0.0.1:6379", True, now), ShardHealth("10.0.0.2:6379", False, now - 20))
+
+        def health(self) -> Health:
+            return Health(all(s.ok for s in self.shards), "ok", "redis-cluster", 0, 0.0, self.shards)
+
+    gauges = SubscriberGauges(process_metrics())
+    source = Sharded()
+    gauges.refresh(source)
+    assert sample("notifier_subscriber_up", shard="10.0.0.1:6379") == 1
+    assert sample("notifier_subscriber_up", shard="10.0.0.2:6379") == 0
+    assert 19 <= sample("notifier_subscriber_probe_age_seconds", shard="10.0.0.2:6379") < 30
+    source.shards = source.shards[:1]  # the second shard's channels left (or its master failed over)
+    gauges.refresh(source)
+    assert sample("notifier_subscriber_up", shard="10.0.0.2:6379") == 1, "nothing to wait for: not an outage"
+    assert sample("notifier_subscriber_probe_age_seconds", shard="10.0.0.2:6379") == 0
 
 
 def test_readiness_failures_count_by_reason() -> None:

@@ -29,6 +29,7 @@ import requests
 from notifier.events import parse_event_id
 
 from ..support import tokens
+from ..support.http import all_notifications
 from ..support.processes import Gunicorn, RedisServer, rss_kib, wait_until
 from ..support.redis_proxy import RedisProxy
 from ..support.sse import EventSourceClient, SSEConnection
@@ -316,9 +317,8 @@ def _redis_crash(redis_server: RedisServer) -> dict[str, Any]:
         finally:
             returning.stop()
         # What a page that got a reset refetches.
-        page = requests.get(servers[0].url + "/v1/notifications?limit=500", headers=returning.headers, timeout=5)
         return {
-            "page_keys": [n["data"]["key"] for n in page.json()["notifications"]],
+            "page_keys": [n["data"]["key"] for n in all_notifications(servers[0].url, returning.headers)],
             "outage_statuses": outage_statuses,
             "unavailable_seconds": publisher.unavailable_seconds,
             "returning": returning,

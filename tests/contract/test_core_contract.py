@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import gevent
 import pytest
+from redis.crc import key_slot
 
 from notifier.channels import ChannelNames
 from notifier.core import Core
@@ -20,11 +21,13 @@ from ..support.processes import RedisServer
 from ..support.redis_proxy import RedisProxy
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "cluster"])
 def setup(request, prefix) -> Iterator[tuple]:
-    names = ChannelNames(prefix)
-    url = request.getfixturevalue("redis_server").url if request.param == "redis" else None
-    core = make_core(url, prefix, history_max_events=5, replay_max_events=50)
+    names = ChannelNames(prefix, hash_tags=request.param == "cluster")
+    url = {"redis": lambda: request.getfixturevalue("redis_server").url,
+           "cluster": lambda: request.getfixturevalue("redis_cluster").url}.get(request.param, lambda: None)()
+    # reorder 0: the contract's replays are exact; the Cluster's window has its own test below.
+    core = make_core(url, prefix, history_max_events=5, replay_max_events=50, cluster_reorder_ms=0)
     yield core.hub, names, core
     core.stop()
 
@@ -58,6 +61,11 @@ def test_ids_are_unique_and_increase_across_channels(setup) -> None:
     for i in range(20):
         published += broker.publish(note(Target("user", f"u{i % 3}")) + note(BROADCAST))
     ids = [parse_event_id(p.id) for p in published]
+    if broker.per_channel:  # Cluster: one sequence per channel
+        for channel in {names.for_target(p.notification.target) for p in published}:
+            mine = [parse_event_id(p.id) for p in published if names.for_target(p.notification.target) == channel]
+            assert mine == sorted(mine) and len(set(mine)) == len(mine)
+        return
     assert ids == sorted(ids) and len(set(ids)) == len(ids)
     assert broker.history.last_id() == ids[-1]
 
@@ -91,7 +99,7 @@ def test_replay_resets_on_unknown_or_trimmed_ids(setup) -> None:
         broker.publish(note(Target("user", "alice")))
     replay = broker.history.replay(channels, parse_event_id(first.id))
     assert replay.reset and replay.reason == "too_old"
-    latest = broker.history.last_id()
+    latest = broker.history.last_id(channels)
     assert broker.history.replay(channels, latest).events == [] and not broker.history.replay(channels, latest).reset
 
 
@@ -116,6 +124,35 @@ def test_detach_releases_channels(setup, request) -> None:
         client = request.getfixturevalue("redis_server").client()
         pump_until(lambda: dict(client.pubsub_numsub(channel))[channel.encode()] == 0)
         assert dict(client.pubsub_numsub(names.broadcast))[names.broadcast.encode()] == 1, "broadcast always stays"
+    if request.node.callspec.params["setup"] == "cluster":
+        cluster = request.getfixturevalue("redis_cluster")
+
+        def shard_subscribers(name: str) -> int:
+            node = cluster.owner_of(key_slot(name.encode()))
+            return int(node.command("PUBSUB", "SHARDNUMSUB", name).splitlines()[1])
+
+        pump_until(lambda: shard_subscribers(channel) == 0)
+        assert shard_subscribers(names.broadcast) == 1, "broadcast always stays"
+
+
+def test_cluster_resume_over_several_channels_never_skips_a_lower_id_of_another_channel(redis_cluster, prefix) -> None:
+    """On a Cluster ids are ordered per channel: an event of another channel
+    with a lower id than the client's Last-Event-ID may have been in flight
+    when the client left. The replay reads each channel from
+    NOTIFIER_CLUSTER_REORDER_MS before the resume point, so it is not skipped."""
+    core = make_core(redis_cluster.url, prefix, cluster_reorder_ms=2000)
+    names = ChannelNames(prefix, hash_tags=True)
+    try:
+        [in_flight] = core.publish(note(BROADCAST, "published first, not yet received"))
+        [received] = core.publish(note(Target("user", "erin"), "received, its id is the resume point"))
+        assert parse_event_id(in_flight.id) < parse_event_id(received.id)
+        sub = Subscription("erin", names.for_subscriber("erin", []), 100)
+        opening = core.open(sub, received.id)
+        replayed = [d.payload for d in opening.events]
+        assert any("not yet received" in payload for payload in replayed), "the lower id of the other channel came"
+        core.leave(sub)
+    finally:
+        core.stop()
 
 
 def test_a_message_cut_across_reads_is_waited_for_not_taken_for_a_dead_connection(prefix) -> None:

@@ -12,9 +12,13 @@ from typing import Any
 import gevent
 import pytest
 
-from notifier.broker import Broker, CatchUp, History
+from notifier.broker import Broker, CatchUp, ChannelCatchUp, History
 from notifier.broker.memory import MemoryBroker, MemoryHistory
 from notifier.broker.redis import RedisBroker
+from notifier.broker.redis_cluster import ClusterBroker
+from notifier.broker.redis_cluster_history import ClusterHistory
+from notifier.broker.redis_cluster_store import ClusterStore
+from notifier.broker.redis_connect import make_cluster_client
 from notifier.broker.redis_history import RedisHistory
 from notifier.broker.redis_session import SessionSettings
 from notifier.broker.redis_store import RedisStore, make_client
@@ -33,7 +37,7 @@ class Listener:
     def deliver(self, channel: str, payload: str) -> None:
         self.received.append((channel, payload))
 
-    def resubscribed(self) -> None:
+    def resubscribed(self, channels: list[str] | None = None) -> None:
         self.sessions += 1
 
 
@@ -43,14 +47,24 @@ class Backend:
     broker: Broker
     history: History
     listener: Listener
+    kind: str = "memory"
+
+    @property
+    def per_channel(self) -> bool:
+        """Ids ordered per channel only (Cluster)."""
+        return self.kind == "cluster"
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "cluster"])
 def backend(request: Any, prefix: str) -> Iterator[Backend]:
-    names = ChannelNames(prefix)
+    names = ChannelNames(prefix, hash_tags=request.param == "cluster")
     broker: Any
     history: Any
-    if request.param == "memory":
+    if request.param == "cluster":
+        cluster = make_cluster_client(request.getfixturevalue("redis_cluster").url, 2)
+        broker = ClusterBroker(names, ClusterStore(cluster, names, history_max_events=5), SessionSettings(2, 0.5, 1))
+        history = ClusterHistory(cluster, names, replay_max_events=50, reorder_ms=0, replay_max_bytes=20_000)
+    elif request.param == "memory":
         history = MemoryHistory(history_max_events=5, replay_max_events=50, replay_max_bytes=20_000)
         broker = MemoryBroker(names, history)
     else:
@@ -60,7 +74,7 @@ def backend(request: Any, prefix: str) -> Iterator[Backend]:
     listener = Listener()
     broker.start(listener)
     pump_until(lambda: broker.health().ok)
-    yield Backend(names, broker, history, listener)
+    yield Backend(names, broker, history, listener, request.param)
     broker.stop()
 
 
@@ -90,14 +104,21 @@ def test_unsubscribe_stops_delivery_and_reports_no_receiver(backend: Backend) ->
 
 def test_health_names_the_broker_and_is_ok_when_started(backend: Backend) -> None:
     health = backend.broker.health()
-    assert health.ok and health.reason == "ok" and health.broker in ("memory", "redis")
+    assert health.ok and health.reason == "ok" and health.broker in ("memory", "redis", "redis-cluster")
 
 
 def test_publish_is_all_or_nothing_and_ids_increase_across_channels(backend: Backend) -> None:
     batch = note(Target("user", "u1")) + note(BROADCAST) + note(Target("topic", "orders:1"))
+    channels = [backend.names.user("u1"), backend.names.broadcast, backend.names.topic("orders:1")]
     ids = [parse_event_id(p.id) for p in backend.broker.publish(batch)]
+    if backend.per_channel:
+        # One sequence per channel: each channel's ids increase; across channels only the clock orders them.
+        again = [parse_event_id(p.id) for p in backend.broker.publish(batch)]
+        assert all(a < b for a, b in zip(ids, again))
+        assert backend.history.last_id(channels) == max(again)  # type: ignore[type-var]
+        return
     assert ids == sorted(ids) and len(set(ids)) == 3
-    assert backend.history.last_id() == ids[-1]
+    assert backend.history.last_id(channels) == ids[-1]
 
 
 def test_history_replays_after_an_id_and_pages_newest_first(backend: Backend) -> None:
@@ -109,7 +130,24 @@ def test_history_replays_after_an_id_and_pages_newest_first(backend: Backend) ->
     assert not replay.reset and [d.id for d in replay.events] == [parse_event_id(i) for i in later]
     page = history.recent(channels, None, 2)
     assert [d.id for d in page] == [parse_event_id(later[2]), parse_event_id(later[1])]
-    assert history.replay(channels, (history.last_id()[0] + 60_000, 0)).reason == "unknown_id"
+    assert history.replay(channels, (history.last_id(channels)[0] + 60_000, 0)).reason == "unknown_id"
+
+
+def test_history_catch_up_per_channel_reads_after_each_point_and_finds_trimmed_channels(backend: Backend) -> None:
+    if not backend.per_channel:
+        return  # one id order: the between/gaps contract below
+    history = backend.history
+    assert isinstance(history, ChannelCatchUp)
+    names, broker = backend.names, backend.broker
+    quiet, busy = names.user("quiet"), names.user("busy")
+    q0 = parse_event_id(broker.publish(note(Target("user", "quiet"), "q0"))[0].id)
+    b0 = parse_event_id(broker.publish(note(Target("user", "busy"), "b0"))[0].id)
+    q1 = parse_event_id(broker.publish(note(Target("user", "quiet"), "q1"))[0].id)
+    found, gaps = history.since({quiet: q0, busy: (0, 0)})
+    assert sorted((c, d.id) for c, d in found) == sorted([(quiet, q1), (busy, b0)]) and gaps == []
+    for _ in range(10):  # the history keeps 5 per channel
+        broker.publish(note(Target("user", "busy")))
+    assert history.since({quiet: q0, busy: b0})[1] == [busy]
 
 
 def test_replay_is_too_many_past_its_byte_bound_and_pages_stop_at_theirs(backend: Backend) -> None:
@@ -129,6 +167,8 @@ def test_replay_is_too_many_past_its_byte_bound_and_pages_stop_at_theirs(backend
 
 
 def test_history_catch_up_reads_between_two_ids_and_finds_trimmed_channels(backend: Backend) -> None:
+    if backend.per_channel:
+        return  # ids per channel: the per-channel contract above
     history = backend.history
     assert isinstance(history, CatchUp), "both histories can serve a subscriber's catch-up"
     names, broker = backend.names, backend.broker

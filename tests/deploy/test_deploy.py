@@ -455,6 +455,60 @@ def test_network_policies_and_redis_persistence(rendered) -> None:
     assert f"@{service['metadata']['name']}:{service['spec']['ports'][0]['port']}/" in secret["redis-url"]
 
 
+def render_with(component: str, tmp_path: Path) -> list[dict[str, Any]]:
+    relative = os.path.relpath(K8S, tmp_path)
+    (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization", "namespace": "notifier",
+        "resources": [f"{relative}/overlays/example"], "components": [f"{relative}/components/{component}"],
+    }))
+    resources = render(tmp_path)
+    out = tmp_path / "rendered.yaml"
+    out.write_text(yaml.safe_dump_all(resources))
+    result = run(tool("kubernetes-validate"), "--strict", "--quiet", str(out))
+    assert result.returncode == 0, result.stdout + result.stderr
+    return resources
+
+
+def test_sentinel_component_runs_three_redis_with_sentinels_and_points_notifier_at_them(tmp_path: Path) -> None:
+    from notifier.redis_topology import parse_redis_url
+
+    resources = render_with("redis-sentinel", tmp_path)
+    redis = find(resources, "StatefulSet", "notifier-redis")
+    assert redis["spec"]["replicas"] == 3
+    pod = redis["spec"]["template"]["spec"]
+    assert {c["name"] for c in pod["containers"]} == {"redis", "sentinel"}
+    scripts = find(resources, "ConfigMap", "notifier-redis-sentinel")["data"]
+    assert "--appendonly yes" in scripts["start-redis.sh"] and "--sentinel" in scripts["start-sentinel.sh"]
+    assert "sentinel monitor notifier $master 6379 2" in scripts["start-sentinel.sh"]
+    topology = parse_redis_url(find(resources, "Secret", "notifier-secrets")["stringData"]["redis-url"])
+    service = find(resources, "Service", "notifier-redis")
+    assert topology.kind == "sentinel" and topology.service == "notifier" and topology.sentinel_password
+    assert {host for host, _port in topology.hosts} == {f"notifier-redis-{i}.{service['metadata']['name']}"
+                                                        for i in range(3)}
+    assert {port for _host, port in topology.hosts} == {26379} and 26379 in {p["port"] for p in service["spec"]["ports"]}
+    egress_ports = {p["port"] for rule in find(resources, "NetworkPolicy", "notifier")["spec"]["egress"]
+                    for p in rule.get("ports", [])}
+    assert {6379, 26379} <= egress_ports
+    redis_ingress = find(resources, "NetworkPolicy", "notifier-redis")["spec"]["ingress"][0]
+    assert {p["port"] for p in redis_ingress["ports"]} == {6379, 26379}
+    peers = [peer["podSelector"]["matchLabels"]["app.kubernetes.io/component"] for peer in redis_ingress["from"]]
+    assert sorted(peers) == ["redis", "server"], "replication and sentinel gossip between the Redis pods"
+
+
+def test_cluster_component_drops_the_local_redis_and_points_notifier_at_the_cluster(tmp_path: Path) -> None:
+    from notifier.redis_topology import parse_redis_url
+
+    resources = render_with("redis-cluster-external", tmp_path)
+    names = {(r["kind"], r["metadata"]["name"]) for r in resources}
+    assert not {("StatefulSet", "notifier-redis"), ("Service", "notifier-redis"),
+                ("NetworkPolicy", "notifier-redis")} & names
+    topology = parse_redis_url(find(resources, "Secret", "notifier-secrets")["stringData"]["redis-url"])
+    assert topology.kind == "cluster" and topology.tls and len(topology.hosts) >= 2
+    [redis_rule] = [rule for rule in find(resources, "NetworkPolicy", "notifier")["spec"]["egress"]
+                    if {p["port"] for p in rule["ports"]} == {6379}]
+    assert all("ipBlock" in peer for peer in redis_rule["to"])
+
+
 # ---------------------------------------------------------------------------
 # docs/deployment.md
 

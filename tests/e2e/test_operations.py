@@ -30,8 +30,9 @@ pytestmark = pytest.mark.e2e
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
-# Every label a notifier metric may carry: small fixed sets, never an id.
-ALLOWED_LABELS = {"reason", "target", "status", "endpoint", "generation", "le"}
+# Every label a notifier metric may carry: small fixed sets, never an id
+# ("shard": "primary", or one Redis Cluster master's host:port per shard).
+ALLOWED_LABELS = {"reason", "target", "status", "endpoint", "generation", "le", "shard"}
 REQUIRED = {
     "notifier_streams_open": "gauge",
     "notifier_stream_connects": "counter",
@@ -370,7 +371,7 @@ def test_readyz_follows_redis_and_each_worker_keeps_its_probe_age_current(tmp_pa
                    message="each worker's probe age back under 2 s")
         samples = scrape(server)
         assert value(samples, "notifier_subscriber_reconnects_total") >= 2, "both workers reconnected"
-        assert value(samples, "notifier_subscriber_up") == 1
+        assert value(samples, "notifier_subscriber_up", shard="primary") == 1
         assert recovered_in < 45
     finally:
         server.stop()

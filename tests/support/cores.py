@@ -13,7 +13,7 @@ from notifier.channels import ChannelNames
 from notifier.config import Config
 from notifier.core import Core
 from notifier.events import BROADCAST, Notification, Target
-from notifier.extension import build_core
+from notifier.extension import build_core, names_for
 from notifier.hub import Subscription
 from notifier.validation import Limits, validate_notification
 
@@ -36,7 +36,7 @@ def make_core(redis_url: str | None, prefix: str, **settings: Any) -> Core:
                                 probe_timeout_seconds=1.0)
     base.update(settings)
     config = Config.for_testing(**base)
-    core = build_core(config, ChannelNames(prefix), lambda subscription: None)
+    core = build_core(config, names_for(config), lambda subscription: None)
     core.start()
     pump_until(lambda: core.health().ok)
     return core

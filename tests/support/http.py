@@ -46,3 +46,21 @@ def assert_nothing_published(client, app, chunks) -> None:
     """No event reached history, and the open stream got only a heartbeat."""
     assert app.extensions["notifier"].core.history.last_id() == (0, 0)
     assert next(chunks) == b":\n\n"
+
+
+def all_notifications(base_url: str, headers: dict[str, str], timeout: float = 10) -> list[dict]:
+    """Every notification a user can list (over a real server), newest first,
+    following ``next_before`` page by page (a page holds at most 100)."""
+    import requests
+
+    found: list[dict] = []
+    query = "?limit=100"
+    for _ in range(1000):  # bounded: 100,000 notifications
+        page = requests.get(base_url + "/v1/notifications" + query, headers=headers, timeout=timeout)
+        assert page.status_code == 200, page.text
+        body = page.json()
+        found += body["notifications"]
+        if not body["next_before"]:
+            return found
+        query = "?limit=100&before=" + body["next_before"]
+    raise AssertionError("more pages than expected")
