@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import gevent
 from flask import current_app
@@ -14,6 +15,9 @@ from .core import Core
 from .drain import drain_streams
 from .metrics import Metrics, SubscriberGauges
 from .validation import Limits
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .identity import IdentityLoader
 
 log = logging.getLogger("notifier")
 
@@ -28,6 +32,12 @@ class NotifierState:
         self.limits = Limits(config.max_payload_bytes, config.max_batch, config.max_recipients)
         self.draining = False
         self._drainer: gevent.Greenlet | None = None
+        # Set by ``Notifier.init_app``: where the routes are mounted, who a
+        # subscriber is when the host says so, whose JWT settings verify tokens.
+        self.url_prefix = ""
+        self.identity_loader: IdentityLoader | None = None
+        self.jwt_mode = "notifier"
+        self.ensure_started: Callable[[], None] = self.start
 
     @property
     def hub(self) -> Any:

@@ -17,6 +17,7 @@ from ..core import Opening
 from ..errors import BadRequest, Draining, Forbidden, NotifierError, Unauthorized
 from ..events import Delivery, EventId, encode, format_event_id, parse_event_id
 from ..hub import CloseReason, Subscription
+from ..identity import subscriber_from
 from ..logs import access_log
 from ..state import NotifierState, current_state
 from ..stream import SSE_HEADERS, StreamPlan, client_socket, event_stream, shutdown_socket
@@ -41,8 +42,11 @@ def _requested_topics(state: NotifierState, subscriber: Subscriber) -> list[str]
     return topics
 
 
-def _authenticate(state: NotifierState, endpoint: str) -> Subscriber:
+def authenticate(state: NotifierState, endpoint: str) -> Subscriber:
+    """The host's identity loader when it has one, else a user's JWT."""
     try:
+        if state.identity_loader is not None:
+            return subscriber_from(state.identity_loader())
         return authenticate_subscriber()
     except (Unauthorized, Forbidden):
         state.metrics.auth_failures.labels(endpoint).inc()
@@ -64,7 +68,7 @@ def events() -> Response:
     try:
         if state.draining:
             raise Draining(max(1, state.config.retry_ms // 1000))
-        subscriber = _authenticate(state, "events")
+        subscriber = authenticate(state, "events")
         topics = _requested_topics(state, subscriber)
     except NotifierError as exc:
         state.metrics.stream_rejections.labels(str(exc.status)).inc()
@@ -191,7 +195,7 @@ def recent_notifications() -> Response:
     first, plus ``resume_from``: the Last-Event-ID to open the stream with so
     that nothing between this page and the stream is missed."""
     state = current_state()
-    subscriber = _authenticate(state, "notifications")
+    subscriber = authenticate(state, "notifications")
     try:
         limit = int(request.args.get("limit", "50"))
     except ValueError:
