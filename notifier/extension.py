@@ -15,6 +15,7 @@ from typing import Any
 from flask import Flask, current_app, g, has_app_context, request
 
 from .broker.memory import MemoryBroker, MemoryHistory
+from .broker.memory_read import MemoryReadMarkers
 from .channels import ChannelNames
 from .config import Config
 from .core import Core
@@ -37,9 +38,11 @@ def build_core(config: Config, names: ChannelNames, on_evict: Callable[[Subscrip
     hub = Hub(on_evict=on_evict, alarm_interval=min(1.0, config.heartbeat_seconds / 4))
     if config.redis_url is None:
         memory = MemoryHistory(config.history_max_events, config.history_max_age_seconds, config.replay_max_events)
-        return Core(hub, MemoryBroker(names, memory), memory)
+        markers = MemoryReadMarkers(config.history_max_age_seconds, config.history_max_events)
+        return Core(hub, MemoryBroker(names, memory), memory, read_markers=markers)
     from .broker.redis import RedisBroker
     from .broker.redis_history import RedisHistory
+    from .broker.redis_read import RedisReadMarkers
     from .broker.redis_session import SessionSettings
     from .broker.redis_store import RedisStore, make_client
 
@@ -47,7 +50,8 @@ def build_core(config: Config, names: ChannelNames, on_evict: Callable[[Subscrip
     store = RedisStore(client, names, config.history_max_events, config.history_max_age_seconds)
     settings = SessionSettings(config.redis_socket_timeout, config.probe_interval_seconds, config.probe_timeout_seconds)
     history = RedisHistory(client, names, config.history_max_age_seconds, config.replay_max_events)
-    return Core(hub, RedisBroker(names, store, settings), history)
+    read_markers = RedisReadMarkers(client, names, config.history_max_age_seconds, config.history_max_events)
+    return Core(hub, RedisBroker(names, store, settings), history, read_markers=read_markers)
 
 
 class Notifier:

@@ -213,10 +213,16 @@ def recent_notifications() -> Response:
     resume_from = history.last_id()
     upper = before if before is not None else (resume_from[0], resume_from[1] + 1)
     items = history.recent(channels, upper, limit)
+    from .inbox import READ_EVENT, read_state, unread_count
+
+    read = read_state(state, subscriber.user_id)
     body = {
-        "notifications": [json.loads(item.payload) for item in items],
+        # Read-marker events move the inbox; they are not notifications to list.
+        "notifications": [json.loads(item.payload) for item in items if item.type != READ_EVENT],
         "resume_from": format_event_id(resume_from),
         "next_before": format_event_id(items[-1].id) if len(items) == limit else None,
+        "read_up_to": format_event_id(read.up_to),
+        "unread_count": unread_count(state, subscriber.user_id, read),
     }
     response = Response(json.dumps(body, ensure_ascii=False), status=200, mimetype="application/json")
     response.headers["Cache-Control"] = "no-store"
