@@ -2,20 +2,30 @@
 VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-stamp
+# Two stamps: running needs the runtime dependencies only (what `pip install .`
+# brings); the tests and lint tools come with the dev extra, installed by `make test`.
+RUN_STAMP := $(VENV)/.run-stamp
+DEV_STAMP := $(VENV)/.dev-stamp
 
-.PHONY: run test lint typecheck unit bench venv clean
+.PHONY: run test lint typecheck unit bench venv runtime clean
 
-$(STAMP): setup.cfg pyproject.toml constraints.txt
+$(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
-	touch $(STAMP)
 
-venv: $(STAMP)
+$(RUN_STAMP): setup.cfg pyproject.toml constraints.txt | $(PY)
+	$(PY) -m pip install --quiet -c constraints.txt -e .
+	touch $(RUN_STAMP)
+
+$(DEV_STAMP): setup.cfg pyproject.toml constraints.txt | $(PY)
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(DEV_STAMP) $(RUN_STAMP)
+
+runtime: $(RUN_STAMP)
+venv: $(DEV_STAMP)
 
 ## run: the service on http://127.0.0.1:8000 (embedded broker, dev mode unless NOTIFIER_* say otherwise)
-run: venv
+run: runtime
 	$(VENV)/bin/gunicorn -c gunicorn.conf.py wsgi:app
 
 ## test: lint, type-check and the whole suite (starts its own redis-server, gunicorn, nginx, chromium, prometheus)

@@ -11,7 +11,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from .config import Config
 
-__all__ = ["Notifier", "Publisher", "__version__", "create_app"]
+__all__ = ["Identity", "Notifier", "Publisher", "__version__", "create_app"]
 
 
 def create_app(config: Config | None = None) -> Flask:
@@ -39,6 +39,10 @@ def __getattr__(name: str) -> Any:
         from .extension import Notifier
 
         return Notifier
+    if name == "Identity":
+        from .identity import Identity
+
+        return Identity
     if name == "Publisher":
         from .publisher import Publisher
 

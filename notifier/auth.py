@@ -61,12 +61,46 @@ PUBLISHER_ROLE = "publisher"
 QUERY_TOKEN_PARAMS = ("token", "access_token", "jwt", "authorization", "auth")
 
 
-def configure_jwt(app: Flask, config: Config, *, override: bool = True) -> JWTManager:
-    """Set the JWT_* settings from our Config and attach a JWTManager.
+JWT_MODES = ("auto", "notifier", "host")
+JWT_EXTENSION = "flask-jwt-extended"  # the key flask-jwt-extended registers its manager under
 
-    With ``override=False`` (a host app mounting the extension) settings the
-    host already has are kept.
+
+def host_uses_jwt(app: Flask) -> bool:
+    """The host registered its own ``JWTManager`` (before mounting notifier)."""
+    return isinstance(app.extensions.get(JWT_EXTENSION), JWTManager)
+
+
+def configure_jwt(app: Flask, config: Config, *, mode: str = "notifier") -> str:
+    """Decide who owns the app's JWT configuration, and set it up. Returns
+    ``"notifier"`` or ``"host"``.
+
+    flask-jwt-extended keeps one configuration per app (``JWT_*`` in
+    ``app.config``, one ``JWTManager``): notifier and a host that uses it
+    cannot each have their own. So, explicitly:
+
+    - ``"host"`` (what ``"auto"`` picks when the host registered a
+      ``JWTManager`` first): notifier changes no ``JWT_*`` setting and no
+      callback; streams accept the host's access tokens, from the host's
+      access cookie (its ``JWT_ACCESS_COOKIE_NAME``) or a Bearer header,
+      whatever the host's ``JWT_TOKEN_LOCATION`` says, verified with the
+      host's key, algorithms and callbacks (blocklist, claims checks).
+      ``NOTIFIER_JWT_*`` are then not used to verify anything.
+    - ``"notifier"`` (standalone, or a host without flask-jwt-extended): the
+      ``JWT_*`` settings come from ``Config``; a ``JWT_*`` key the host set
+      itself is kept. Refused when the host has its own ``JWTManager``: one
+      of the two would silently verify with the other's settings.
     """
+    if mode not in JWT_MODES:
+        raise ValueError(f"jwt must be one of {', '.join(JWT_MODES)}, not {mode!r}")
+    if mode == "auto":
+        mode = "host" if host_uses_jwt(app) else "notifier"
+    if mode == "host":
+        if not host_uses_jwt(app):
+            raise ValueError("jwt='host' needs the host's JWTManager: create it before Notifier(app)")
+        return mode
+    if host_uses_jwt(app) and app.extensions.get("notifier.jwt_manager") is not app.extensions[JWT_EXTENSION]:
+        raise ValueError("this app already has its own flask-jwt-extended JWTManager: mount notifier with "
+                         "jwt='host' (or 'auto') to use its tokens, or leave out its JWTManager")
     settings: dict[str, Any] = {
         # The header first: an explicit header wins over the cookie (see above).
         "JWT_TOKEN_LOCATION": ["headers", "cookies"],
@@ -87,16 +121,16 @@ def configure_jwt(app: Flask, config: Config, *, override: bool = True) -> JWTMa
         "JWT_ENCODE_AUDIENCE": config.jwt_audience,
     }
     for key, value in settings.items():
-        if override or key not in app.config:
-            app.config[key] = value
-    existing = app.extensions.get("flask-jwt-extended")
-    manager = existing if isinstance(existing, JWTManager) else JWTManager(app)
+        app.config.setdefault(key, value)
+    manager = app.extensions.get(JWT_EXTENSION)
+    if not isinstance(manager, JWTManager):
+        manager = app.extensions["notifier.jwt_manager"] = JWTManager(app)
     if config.jwt_jwks:
         ring = KeyRing.from_jwks(config.jwt_jwks, config.jwt_algorithm, config.jwt_private_key)
         app.extensions["notifier.keys"] = ring
         manager.decode_key_loader(ring.verification_key)
         manager.encode_key_loader(lambda _identity: ring.signing_key())
-    return manager
+    return mode
 
 
 @dataclass(frozen=True, slots=True)

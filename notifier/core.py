@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from gevent.event import AsyncResult
 from gevent.timeout import Timeout
 
-from .broker import Broker, CatchUp, ChannelCatchUp, Health, History, Replay
+from .broker import Broker, CatchUp, ChannelCatchUp, Health, History, ReadMarkers, Replay
 from .envelope import decode
 from .errors import BrokerUnavailable
 from .events import ZERO_ID, Delivery, EventId, Notification, Published, parse_event_id
@@ -40,10 +40,13 @@ class Opening:
 
 
 class Core:
-    def __init__(self, hub: Hub, broker: Broker, history: History, *, subscribe_timeout: float = 5.0):
+    def __init__(self, hub: Hub, broker: Broker, history: History, *, subscribe_timeout: float = 5.0,
+                 read_markers: ReadMarkers | None = None):
         self.hub = hub
         self.broker = broker
         self.history = history
+        # The inbox's read state (optional: a core built without one has no inbox).
+        self.read_markers = read_markers
         self.catch_up: CatchUp | None = history if isinstance(history, CatchUp) else None
         self.subscribe_timeout = subscribe_timeout
         # Channels whose first subscriber is waiting for the broker: later

@@ -109,6 +109,17 @@ class Delivery:
     payload: str = ""
 
 
+@dataclass(frozen=True)
+class ReadState:
+    """How far a user has read: everything up to ``up_to``, plus single ``ids`` after it."""
+
+    up_to: EventId = ZERO_ID
+    ids: frozenset[EventId] = frozenset()
+
+    def is_read(self, event_id: EventId) -> bool:
+        return event_id <= self.up_to or event_id in self.ids
+
+
 # --------------------------------------------------------------------------
 # SSE framing
 # --------------------------------------------------------------------------

@@ -10,20 +10,24 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from flask import Flask, g, request
+from flask import Flask, current_app, g, has_app_context, request
 
 from .admission import StreamAdmission
 from .broker import StreamLeases
 from .broker.memory import MemoryBroker, MemoryHistory, MemoryStreamLeases
 from .broker.memory_guards import MemoryRateLimiter, MemoryTickets
+from .broker.memory_read import MemoryReadMarkers
 from .channels import ChannelNames
 from .config import Config
 from .core import Core
 from .errors import NOSNIFF
+from .events import Published
 from .hub import Hub, Subscription
+from .identity import IdentityLoader
+from .inprocess import publish_item, register_deferred_publishing, target_item
 from .lifecycle import start_when_serving
 from .logs import log_request, request_id_from
 from .metrics import SubscriberGauges, UndecodableEntries, process_metrics
@@ -49,7 +53,8 @@ def build_core(config: Config, names: ChannelNames, on_evict: Callable[[Subscrip
     if config.redis_url is None:
         memory = MemoryHistory(config.history_max_events, config.history_max_age_seconds, config.replay_max_events,
                                config.replay_max_bytes)
-        return Core(hub, MemoryBroker(names, memory), memory)
+        markers = MemoryReadMarkers(config.history_max_age_seconds, config.history_max_events)
+        return Core(hub, MemoryBroker(names, memory), memory, read_markers=markers)
     from .broker.redis_session import SessionSettings
 
     topology = config.redis_topology
@@ -66,9 +71,13 @@ def build_core(config: Config, names: ChannelNames, on_evict: Callable[[Subscrip
                                      config.redis_min_replicas)
         cluster_history = ClusterHistory(cluster, names, config.history_max_age_seconds, config.replay_max_events,
                                          config.cluster_reorder_ms, config.replay_max_bytes, on_undecodable)
-        return Core(hub, ClusterBroker(names, cluster_store, settings), cluster_history)
+        from .broker.redis_read import RedisReadMarkers
+
+        cluster_markers = RedisReadMarkers(cluster, names, config.history_max_age_seconds, config.history_max_events)
+        return Core(hub, ClusterBroker(names, cluster_store, settings), cluster_history, read_markers=cluster_markers)
     from .broker.redis import RedisBroker
     from .broker.redis_history import RedisHistory
+    from .broker.redis_read import RedisReadMarkers
     from .broker.redis_store import RedisStore, make_client
 
     client = make_client(config.redis_url, config.redis_socket_timeout)
@@ -76,7 +85,9 @@ def build_core(config: Config, names: ChannelNames, on_evict: Callable[[Subscrip
                        config.redis_min_replicas)
     history = RedisHistory(client, names, config.history_max_age_seconds, config.replay_max_events,
                            config.replay_max_bytes, on_undecodable)
-    return Core(hub, RedisBroker(names, store, settings, sentinel=topology.kind == "sentinel"), history)
+    read_markers = RedisReadMarkers(client, names, config.history_max_age_seconds, config.history_max_events)
+    return Core(hub, RedisBroker(names, store, settings, sentinel=topology.kind == "sentinel"), history,
+                read_markers=read_markers)
 
 
 def command_client(config: Config, max_connections: int = 16) -> Any:
@@ -122,16 +133,37 @@ def build_guards(config: Config) -> Guards:
 
 
 class Notifier:
-    def __init__(self, app: Flask | None = None, config: Config | None = None):
+    """Real-time notifications for a Flask app: ``Notifier(app)`` or
+    ``notifier = Notifier(); notifier.init_app(app)``.
+
+    Mounted in a host app (anything but ``create_app``): the routes live under
+    ``url_prefix``; request logging and the start hook run for notifier's own
+    routes only; the host's error handlers, hooks, logging and (``jwt``, see
+    ``auth.configure_jwt``) its flask-jwt-extended settings stay as they were.
+    Publish from the host's views with ``notify`` / ``broadcast`` /
+    ``publish_topic`` (``inprocess.py``).
+    """
+
+    def __init__(self, app: Flask | None = None, config: Config | None = None, *, url_prefix: str = "",
+                 jwt: str = "auto", identity_loader: IdentityLoader | None = None):
         self.config = config
+        self.url_prefix = url_prefix
+        self.jwt = jwt
+        self._identity_loader = identity_loader
+        self._states: list[NotifierState] = []
         if app is not None:
             self.init_app(app, config)
 
-    def init_app(self, app: Flask, config: Config | None = None, *, standalone: bool = False) -> NotifierState:
+    def init_app(self, app: Flask, config: Config | None = None, *, url_prefix: str | None = None,
+                 jwt: str | None = None, standalone: bool = False, api: bool = True) -> NotifierState:
+        """Build the core into ``app.extensions["notifier"]`` and register the
+        routes (``api=False``: none, for a caller with its own, like
+        ``compat.flask_sse``). Starts nothing (``lifecycle.py``)."""
         from .api import register_blueprints
         from .auth import configure_jwt
 
         config = config or self.config or Config.from_env()
+        prefix = normalized_prefix(self.url_prefix if url_prefix is None else url_prefix)
         metrics = process_metrics()
         names = names_for(config)
 
@@ -143,28 +175,78 @@ class Notifier:
         core = build_core(config, names, on_evict, undecodable)
         state = NotifierState(config, core, metrics, names, SubscriberGauges(metrics), undecodable,
                               build_admission(config, names), build_guards(config))
+        state.url_prefix = prefix
+        state.identity_loader = self._identity_loader
+        state.jwt_mode = configure_jwt(app, config, mode="notifier" if standalone else (jwt or self.jwt))
         app.extensions["notifier"] = state
-        configure_jwt(app, config, override=standalone)
-        register_blueprints(app, state, standalone=standalone)
-        _register_request_logging(app)
+        scopes = register_blueprints(app, state, standalone=standalone, url_prefix=prefix) if api else []
+        # A host's own routes get none of notifier's hooks: scoped to notifier's blueprints.
+        hook_scopes: list[str | None] = [None] if standalone else list(scopes)
+        _register_request_logging(app, hook_scopes)
+        register_deferred_publishing(app)
         # In the process that serves, never in a gunicorn master that preloads the app and forks.
-        start_when_serving(app, state.start, state.drain)
-        if config.dev_mode:
+        state.ensure_started = start_when_serving(app, state.start, state.drain, hook_scopes)
+        self._states.append(state)
+        if config.dev_mode and standalone:
             log.warning("DEVELOPMENT MODE: local dev secret, insecure cookies, dev login page at / - NOT FOR PRODUCTION")
         return state
 
+    # -- who is asking -----------------------------------------------------------
 
-def _register_request_logging(app: Flask) -> None:
-    if app.extensions.get("notifier.request_logging"):
-        return
-    app.extensions["notifier.request_logging"] = True
+    def identity_loader(self, loader: IdentityLoader) -> IdentityLoader:
+        """Decorator: subscribers are who ``loader`` says (from the host's own
+        session), instead of a JWT. It returns None (401), a user id, or an
+        ``Identity`` with the topics granted."""
+        self._identity_loader = loader
+        for state in self._states:
+            state.identity_loader = loader
+        return loader
 
-    @app.before_request
+    # -- publishing from the host's views ----------------------------------------
+
+    def _state(self) -> NotifierState:
+        if has_app_context() and "notifier" in current_app.extensions:
+            state: NotifierState = current_app.extensions["notifier"]
+            return state
+        if len(self._states) == 1:
+            return self._states[0]
+        raise RuntimeError("no app: call inside an app context (or init this Notifier with exactly one app)")
+
+    def notify(self, user_id: str, message: str, *, type: str | None = None, data: Mapping[str, Any] | None = None,
+               after_request: bool = False) -> Published | None:
+        """Publish to one user, in this process (no HTTP hop), validated like
+        ``POST /v1/publish``. ``after_request=True``: sent once the current
+        request has succeeded (status below 400, no exception), else dropped;
+        returns None then."""
+        return publish_item(self._state(), target_item("user_id", user_id, message, type, data), after_request)
+
+    def broadcast(self, message: str, *, type: str | None = None, data: Mapping[str, Any] | None = None,
+                  after_request: bool = False) -> Published | None:
+        return publish_item(self._state(), target_item("broadcast", True, message, type, data), after_request)
+
+    def publish_topic(self, topic: str, message: str, *, type: str | None = None,
+                      data: Mapping[str, Any] | None = None, after_request: bool = False) -> Published | None:
+        return publish_item(self._state(), target_item("topic", topic, message, type, data), after_request)
+
+
+def normalized_prefix(prefix: str) -> str:
+    """``"realtime/"`` -> ``"/realtime"``; ``""`` and ``"/"`` -> ``""``."""
+    prefix = (prefix or "").strip()
+    if prefix in ("", "/"):
+        return ""
+    if any(c in prefix for c in "?#") or "//" in prefix:
+        raise ValueError(f"url_prefix must be a plain path like '/realtime', not {prefix!r}")
+    return "/" + prefix.strip("/")
+
+
+def _register_request_logging(app: Flask, scopes: list[str | None]) -> None:
+    """The request id and the access line, for each scope (None: the whole app,
+    else a blueprint's name). Uses Flask's documented per-blueprint hook lists."""
+
     def _start() -> None:
         g.notifier_request_id = request_id_from(request.headers.get("X-Request-ID"))
         g.notifier_started = time.monotonic()
 
-    @app.after_request
     def _finish(response: Any) -> Any:
         request_id = getattr(g, "notifier_request_id", None)
         if request_id:
@@ -174,3 +256,11 @@ def _register_request_logging(app: Flask) -> None:
             log_request(request_id, request.method, request.path, response.status_code,
                         getattr(g, "notifier_started", time.monotonic()), request.remote_addr)
         return response
+
+    registered = app.extensions.setdefault("notifier.request_logging", set())
+    for scope in scopes:
+        if scope in registered:
+            continue
+        registered.add(scope)
+        app.before_request_funcs.setdefault(scope, []).append(_start)
+        app.after_request_funcs.setdefault(scope, []).append(_finish)

@@ -52,13 +52,19 @@ class _Service:
 _services: weakref.WeakSet[_Service] = weakref.WeakSet()
 
 
-def start_when_serving(app: Flask, start: Callable[[], None], drain: Callable[[], None]) -> None:
+def start_when_serving(app: Flask, start: Callable[[], None], drain: Callable[[], None],
+                       scopes: list[str | None] | None = None) -> Callable[[], None]:
     """Run ``start`` once in the process that serves ``app``; ``drain`` when
-    that process is asked to stop (``drain_all``)."""
+    that process is asked to stop (``drain_all``). The first-request hook runs
+    for ``scopes`` (blueprint names; None, the default, is the whole app).
+    Returns the idempotent starter, for callers that need it started at
+    another moment (a host view publishing in process)."""
     service = _Service(start, drain)
     _services.add(service)
-    app.before_request(service.ensure_started)
+    for scope in [None] if scopes is None else scopes:
+        app.before_request_funcs.setdefault(scope, []).append(service.ensure_started)
     _watch_forks()
+    return service.ensure_started
 
 
 def serving() -> int:

@@ -71,6 +71,21 @@ def configure_logging(level: str = "INFO") -> None:
         logger.propagate = False
 
 
+def adopt_handlers(source: logging.Logger) -> bool:
+    """A host app served by gunicorn that configured no logging of its own:
+    notifier's lines go where gunicorn's own go (``source``, its error log)
+    rather than nowhere. Does nothing when the host (a root handler) or the
+    standalone service (``configure_logging``) already routes them. True when
+    it routed them."""
+    logger = logging.getLogger("notifier")
+    if logger.handlers or logging.getLogger().handlers or not source.handlers:
+        return False
+    for handler in source.handlers:
+        logger.addHandler(handler)
+    logger.setLevel(source.getEffectiveLevel())
+    return True
+
+
 def request_id_from(header_value: str | None) -> str:
     """Reuse the caller's X-Request-ID when it is sane, else make one."""
     if header_value and _REQUEST_ID.match(header_value):

@@ -14,6 +14,7 @@ that drains the streams as soon as gunicorn asks the worker to stop.
 
 from __future__ import annotations
 
+import logging
 import os
 import resource
 import shutil
@@ -94,6 +95,11 @@ def post_worker_init(worker: Any) -> None:
     worker.log.debug("froze %d startup objects", tune_for_streams())
     if not lifecycle.serving():
         return  # no notifier app in this worker
+    from .logs import adopt_handlers
+
+    # gunicorn's error log is a logger of that name (its documented logconfig name).
+    if adopt_handlers(logging.getLogger("gunicorn.error")):
+        worker.log.info("notifier: logging to gunicorn's error log (the app configured no logging)")
     # Started after the startup collection: that one stops nobody.
     PauseRecorder(process_metrics().gc_pause).start()
     # The worker's CPU and memory (prometheus_client's process metrics see one worker only).

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gevent
 from flask import current_app
@@ -21,6 +21,9 @@ from .hub import Hub
 from .metrics import Metrics, SubscriberGauges, UndecodableEntries
 from .tickets import StreamTickets
 from .validation import Limits
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .identity import IdentityLoader
 
 log = logging.getLogger("notifier")
 
@@ -50,6 +53,12 @@ class NotifierState:
                              config.max_data_depth)
         self.draining = False
         self._drainer: gevent.Greenlet | None = None
+        # Set by ``Notifier.init_app``: where the routes are mounted, who a
+        # subscriber is when the host says so, whose JWT settings verify tokens.
+        self.url_prefix = ""
+        self.identity_loader: IdentityLoader | None = None
+        self.jwt_mode = "notifier"
+        self.ensure_started: Callable[[], None] = self.start
 
     @property
     def hub(self) -> Hub:

@@ -17,6 +17,7 @@ from ..core import Opening
 from ..errors import BadRequest, Draining, Forbidden, NotifierError, Unauthorized
 from ..events import ZERO_ID, Delivery, EventId, encode, format_event_id, parse_event_id
 from ..hub import CloseReason, Subscription
+from ..identity import subscriber_from
 from ..logs import access_log
 from ..state import NotifierState, current_state
 from ..stream import SSE_HEADERS, StreamPlan, client_socket, event_stream, shutdown_socket
@@ -41,12 +42,15 @@ def _requested_topics(state: NotifierState, subscriber: Subscriber) -> list[str]
     return topics
 
 
-def _authenticate(state: NotifierState, endpoint: str) -> Subscriber:
+def authenticate(state: NotifierState, endpoint: str) -> Subscriber:
+    """The host's identity loader when it has one, else a user's JWT."""
     try:
         ticket = request.args.get("ticket") if endpoint == "events" else None
         if ticket is not None:
             # A ticket is the stream's whole credential: a header or cookie beside it is not looked at.
             return state.guards.tickets.redeem(ticket)
+        if state.identity_loader is not None:
+            return subscriber_from(state.identity_loader())
         return authenticate_subscriber()
     except (Unauthorized, Forbidden):
         state.metrics.auth_failures.labels(endpoint).inc()
@@ -68,7 +72,7 @@ def events() -> Response:
     try:
         if state.draining:
             raise Draining(max(1, state.config.retry_ms // 1000))
-        subscriber = _authenticate(state, "events")
+        subscriber = authenticate(state, "events")
         topics = _requested_topics(state, subscriber)
     except NotifierError as exc:
         state.metrics.stream_rejections.labels(str(exc.status)).inc()
@@ -241,7 +245,7 @@ def recent_notifications() -> Response:
     A page holds at most ``limit`` notifications and about
     ``NOTIFIER_PAGE_MAX_BYTES`` (at least one notification)."""
     state = current_state()
-    subscriber = _authenticate(state, "notifications")
+    subscriber = authenticate(state, "notifications")
     limit = _page_limit()
     before = _page_cursor()
     channels = state.names.for_subscriber(subscriber.user_id, [])
@@ -251,10 +255,16 @@ def recent_notifications() -> Response:
     resume_from = history.last_id(channels)
     upper = before if before is not None else (resume_from[0], resume_from[1] + 1)
     page = history.recent(channels, upper, limit, state.config.page_max_bytes)
+    from .inbox import READ_EVENT, read_state, unread_count
+
+    read = read_state(state, subscriber.user_id)
     body = {
-        "notifications": _decoded(state, [item.payload for item in page]),
+        # Read-marker events move the inbox; they are not notifications to list.
+        "notifications": _decoded(state, [item.payload for item in page if item.type != READ_EVENT]),
         "resume_from": format_event_id(resume_from),
         "next_before": format_event_id(page[-1].id) if page and page.more else None,
+        "read_up_to": format_event_id(read.up_to),
+        "unread_count": unread_count(state, subscriber.user_id, read),
     }
     response = Response(json.dumps(body, ensure_ascii=False), status=200, mimetype="application/json")
     response.headers["Cache-Control"] = "no-store"

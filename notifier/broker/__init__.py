@@ -30,7 +30,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-from ..events import Delivery, EventId, Notification, Published
+from ..events import Delivery, EventId, Notification, Published, ReadState
 
 
 @dataclass(frozen=True)
@@ -216,3 +216,20 @@ def merge_by_id(streams: list[list[Delivery]]) -> list[Delivery]:
         for delivery in stream:
             merged[delivery.id] = delivery
     return [merged[key] for key in sorted(merged)]
+
+
+class ReadMarkers(Protocol):
+    """Per-user read state (the inbox), bounded like the history: a marker older
+    than the history's age covers nothing still kept, so it may expire; at most
+    ``max_ids`` single ids per user, the newest kept."""
+
+    def mark_up_to(self, user_id: str, up_to: EventId) -> ReadState:
+        """Everything up to ``up_to`` is read. Never moves back (two tabs
+        marking at once keep the newer). Returns the state after."""
+        ...
+
+    def mark_ids(self, user_id: str, ids: list[EventId]) -> ReadState:
+        ...
+
+    def state(self, user_id: str) -> ReadState:
+        ...

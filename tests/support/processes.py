@@ -77,7 +77,11 @@ class RedisServer(BenchRedisServer):
 class Gunicorn:
     """``gunicorn -c gunicorn.conf.py wsgi:app`` with gevent workers."""
 
-    def __init__(self, env: dict[str, str], workers: int = 2, port: int | None = None):
+    def __init__(self, env: dict[str, str], workers: int = 2, port: int | None = None, app: str = "wsgi:app",
+                 config: Path | None = None, ready_path: str = "/readyz"):
+        self.app = app
+        self.ready_path = ready_path
+        self.config = config or ROOT / "gunicorn.conf.py"
         self.port = port or free_port()
         self.workers = workers
         self.log_path = Path(tempfile.mkdtemp(prefix="notifier-gunicorn-")) / "gunicorn.log"
@@ -101,7 +105,7 @@ class Gunicorn:
     def start(self, wait_ready: bool = True) -> Gunicorn:
         self._log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"), "--chdir", str(ROOT), "wsgi:app"],
+            [sys.executable, "-m", "gunicorn", "-c", str(self.config), "--chdir", str(ROOT), self.app],
             env=self.env, stdout=self._log, stderr=subprocess.STDOUT, cwd=str(ROOT),
         )
         wait_until(lambda: len(self.worker_pids()) == self.workers, 20, message="gunicorn workers")
@@ -116,7 +120,7 @@ class Gunicorn:
             if self.process is not None and self.process.poll() is not None:
                 raise AssertionError(f"gunicorn exited with {self.process.returncode}:\n{self.log()}")
             # Ask enough times that every worker has answered.
-            return all(requests.get(self.url + "/readyz", timeout=1).status_code == 200 for _ in range(self.workers * 4))
+            return all(requests.get(self.url + self.ready_path, timeout=1).status_code == 200 for _ in range(self.workers * 4))
 
         wait_until(ready, timeout, interval=0.1, message="gunicorn /readyz")
 
