@@ -25,7 +25,7 @@ def cmd_token(args: argparse.Namespace) -> int:
     if config.jwt_algorithm not in ("HS256", "HS384", "HS512") and not config.jwt_private_key:
         print("notifier: minting RS/ES tokens needs NOTIFIER_JWT_PRIVATE_KEY_FILE", file=sys.stderr)
         return 2
-    if config.dev_page:  # the generated local secret (config.py)
+    if config.dev_page:  # the generated local secret (notifier/config/)
         print("notifier: development mode: signed with the local dev secret", file=sys.stderr)
     subject = args.publisher or args.subject
     if not subject:

@@ -6,7 +6,7 @@ the set (any more) is refused. Rotation: add the new key, deploy, sign new
 tokens with it, wait until the old tokens have expired, remove the old key,
 deploy. The first key in the file is the one ``notifier token`` signs with.
 
-The file is read once per process, at startup (``config.py`` validates it
+The file is read once per process, at startup (``config/`` validates it
 there): every worker of a pod then agrees on the keys, and a broken edit stops
 a rollout instead of breaking authentication in a running pod.
 """
@@ -29,7 +29,7 @@ class KeyRing:
 
     @classmethod
     def from_jwks(cls, text: str, algorithm: str, private_key: str | None = None) -> KeyRing:
-        """Precondition: ``text`` passed ``config.py``'s checks."""
+        """Precondition: ``text`` passed ``config/``'s checks."""
         entries = json.loads(text)["keys"]
         keys = {entry["kid"]: jwt.PyJWK(entry, algorithm).key for entry in entries}
         first = entries[0]["kid"]

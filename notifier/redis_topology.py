@@ -11,7 +11,7 @@ The credentials in the URL are the data nodes' (the master's, the cluster's).
 Sentinel options: ``sentinel_password`` and ``sentinel_username`` (when the
 sentinels have their own ``requirepass``), ``sentinel_tls=false`` to speak
 plain TCP to the sentinels while the master uses TLS. Every form takes
-``ssl_ca_certs=/path`` for a private CA. Pure: parsing only, so config.py can
+``ssl_ca_certs=/path`` for a private CA. Pure: parsing only, so the config can
 report every problem at startup.
 """
 

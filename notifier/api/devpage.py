@@ -1,6 +1,6 @@
 """Development only: a page at ``/`` that logs in with a cookie, opens an
 EventSource and shows notifications as they come. Registered only when
-``NOTIFIER_ENV=development`` (which listens on loopback only, ``config.py``);
+``NOTIFIER_ENV=development`` (which listens on loopback only, ``config/``);
 production has no login of its own (the host web app sets the access cookie).
 
 Its forms log anyone in as anyone and publish without credentials, so they

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import redis
-
 from ..channels import ChannelNames
 from ..events import EventId, ReadState, format_event_id, parse_event_id
 from .redis_store import text
