@@ -129,7 +129,7 @@ class RedisBroker:
         attempt = 0
         while not self._stopping:
             started = time.monotonic()
-            role_check = RoleCheck(self.store.client.connection_pool.connection_kwargs) if self.sentinel else None
+            role_check = RoleCheck(self.store.client.get_connection_kwargs()) if self.sentinel else None
             session = Session(self.store.client, self.wanted, self._listener, self.probe_channel,  # type: ignore[arg-type]
                               self.settings, role_check)
             self._session = session

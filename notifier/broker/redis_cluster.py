@@ -291,11 +291,13 @@ class ClusterBroker:
 
     def _probe_channel(self, node_name: str) -> str:
         """A probe channel in one of the node's slots (any will do)."""
-        slots = self.cluster.nodes_manager.slots_cache
         for attempt in range(100_000):
             channel = self.names.probe(f"{self.node_id}:{attempt}")
-            owners = slots.get(key_slot(channel.encode("utf-8")))
-            if owners and owners[0].name == node_name:
+            try:
+                owner = self.cluster.get_node_from_key(channel)
+            except CLUSTER_ERRORS:
+                owner = None
+            if owner is not None and owner.name == node_name:
                 return channel
         raise BrokerUnavailable(f"{node_name} serves no slot")
 

@@ -34,6 +34,7 @@ from redis.exceptions import AskError, MovedError, TryAgainError
 from ..channels import ChannelNames
 from ..envelope import LUA_SPLICE, body_without_id
 from ..events import Notification, Published
+from ..runtime.redis import cluster_slot_owner, refresh_slot_map
 from .redis_script import ScriptRunner
 from .redis_store import replica_timeout_ms, text
 
@@ -82,7 +83,7 @@ class ClusterStore:
         self.history_max_events = history_max_events
         self.history_max_age_ms = int(history_max_age_seconds * 1000)
         self.min_replicas = min_replicas
-        self.socket_timeout = float(cluster.nodes_manager.connection_kwargs.get("socket_timeout") or 5.0)
+        self.socket_timeout = float(cluster.get_connection_kwargs().get("socket_timeout") or 5.0)
         self._stale_after_ms = self.socket_timeout * 500
         self._runners: dict[str, ScriptRunner] = {}
         self._offsets: dict[str, tuple[float, float]] = {}  # node -> (Redis TIME minus ours in ms, measured at)
@@ -93,7 +94,7 @@ class ClusterStore:
         return key_slot(channel.encode("utf-8"))
 
     def owner(self, slot: int) -> Any:
-        return self.cluster.nodes_manager.get_node_from_slot(slot)
+        return cluster_slot_owner(self.cluster, slot)
 
     def runner(self, node: Any) -> ScriptRunner:
         runner = self._runners.get(node.name)
@@ -106,7 +107,7 @@ class ClusterStore:
 
     def refresh(self) -> None:
         """Read the slot map again (after MOVED, or when asked by the broker)."""
-        self.cluster.nodes_manager.initialize()
+        refresh_slot_map(self.cluster)
 
     # -- publishing ----------------------------------------------------------------
 
@@ -157,8 +158,7 @@ class ClusterStore:
         raise redis.ConnectionError(f"slot {slot} kept moving; try again")
 
     def _node_at(self, host: str, port: int) -> Any:
-        return self.cluster.nodes_manager.get_node(host=host, port=port) or \
-            self.cluster.nodes_manager.get_node(node_name=f"{host}:{port}")
+        return self.cluster.get_node(host=host, port=port) or self.cluster.get_node(node_name=f"{host}:{port}")
 
     def _refresh_quietly(self) -> None:
         try:

@@ -18,6 +18,7 @@ from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 from ..redis_topology import CLUSTER, SENTINEL, RedisTopology, parse_redis_url
+from ..runtime.redis import send_and_read
 
 
 def make_client(url: str, socket_timeout: float = 5.0, max_connections: int = 64) -> redis.Redis:
@@ -98,8 +99,7 @@ class RoleCheck:
             kind = redis.SSLConnection if isinstance(connection, redis.SSLConnection) else redis.Connection
             self._connection = kind(host=address[0], port=address[1], **self._kwargs)
         try:
-            self._connection.send_command("ROLE")
-            reply = self._connection.read_response()
+            reply = send_and_read(self._connection, "ROLE")
         except BaseException:
             self.close()
             raise

@@ -141,9 +141,36 @@ def socket_timeout(client: redis.Redis) -> float | None:
     return None if value is None else float(value)
 
 
+def fast_cluster_slot_owner(cluster: Any, slot: int) -> Any:
+    """The master serving ``slot`` in redis-py's cached slot map (None: unknown)."""
+    return cluster.nodes_manager.get_node_from_slot(slot)
+
+
+def public_cluster_slot_owner(cluster: Any, slot: int) -> Any:
+    """Asks a node with CLUSTER SLOTS (a round trip: only off the tested release)."""
+    # redis-py answers CLUSTER SLOTS as {(start, end): {"primary": (host, port), ...}}.
+    reply = cluster.cluster_slots(target_nodes=cluster.get_random_node())
+    for (start, end), owners in reply.items():
+        if int(start) <= slot <= int(end):
+            host, port = owners["primary"][0], owners["primary"][1]
+            return cluster.get_node(host=host.decode() if isinstance(host, bytes) else str(host), port=int(port))
+    return None
+
+
+def fast_refresh_slot_map(cluster: Any) -> None:
+    """Read the slot map again now (after MOVED, a failover, a lost shard)."""
+    cluster.nodes_manager.initialize()
+
+
+def public_refresh_slot_map(cluster: Any) -> None:
+    """No public way: redis-py refreshes by itself on the next MOVED it meets."""
+
+
 next_pubsub_message = fast_next_pubsub_message if ACTIVE else public_next_pubsub_message
 new_connection = fast_new_connection if ACTIVE else public_new_connection
 send_and_read = fast_send_and_read if ACTIVE else public_send_and_read
 connection_has_pending_bytes = fast_has_pending_bytes if ACTIVE else public_has_pending_bytes
 send_commands = fast_send_commands if ACTIVE else public_send_commands
+cluster_slot_owner = fast_cluster_slot_owner if ACTIVE else public_cluster_slot_owner
+refresh_slot_map = fast_refresh_slot_map if ACTIVE else public_refresh_slot_map
 connection_fileno = fast_connection_fileno if ACTIVE else public_connection_fileno

@@ -151,3 +151,22 @@ def test_the_descriptor_of_a_connected_connection(client: redis.Redis) -> None:
         assert runtime.public_connection_fileno(connection) is None, "no public way: the session polls instead"
     finally:
         connection.disconnect()
+
+
+def test_the_slot_owner_from_the_cached_map_matches_the_one_a_node_reports(redis_cluster) -> None:
+    """The fast path reads redis-py's slot map; the fallback asks CLUSTER SLOTS."""
+    from redis.crc import key_slot
+
+    from notifier.broker.redis_connect import make_cluster_client
+
+    cluster = make_cluster_client(redis_cluster.url, 2)
+    try:
+        for key in ("a", "b", "notifier:{user:alice}", "zz-top"):
+            slot = key_slot(key.encode())
+            fast, public = runtime.fast_cluster_slot_owner(cluster, slot), runtime.public_cluster_slot_owner(cluster, slot)
+            assert fast is not None and public is not None and fast.name == public.name
+        runtime.fast_refresh_slot_map(cluster)  # reads the map again without complaint
+        runtime.public_refresh_slot_map(cluster)
+        assert runtime.fast_cluster_slot_owner(cluster, 0) is not None
+    finally:
+        cluster.close()
