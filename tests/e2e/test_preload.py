@@ -95,8 +95,12 @@ def test_each_worker_subscribes_for_itself_and_streams_receive(host: HostGunicor
     workers = sorted(host.worker_pids())
     # One pub/sub connection per worker, each its own; none in the master.
     seen: list[list[int]] = []
-    wait_until(lambda: seen.append(pubsub_owners(host, redis_for_hosts)) or seen[-1] == workers, 10,
-               message="one subscriber per worker")
+    try:
+        wait_until(lambda: seen.append(pubsub_owners(host, redis_for_hosts)) or seen[-1] == workers, 30,
+                   message="one subscriber per worker")
+    except AssertionError:
+        raise AssertionError(f"pub/sub connections owned by {seen[-1:]} (0: unknown), workers {workers}, "
+                             f"master {host.process.pid if host.process else None}") from None
     streams = [SSEConnection(host.url + "/v1/events", tokens.bearer(tokens.token("alice"))) for _ in range(8)]
     try:
         assert all(stream.status == 200 for stream in streams), [(stream.status, getattr(stream, 'body', None)) for stream in streams]
