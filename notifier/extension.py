@@ -55,10 +55,16 @@ def build_core(config: Config, names: ChannelNames, on_evict: Callable[[Subscrip
                                config.replay_max_bytes)
         markers = MemoryReadMarkers(config.history_max_age_seconds, config.history_max_events)
         return Core(hub, MemoryBroker(names, memory), memory, read_markers=markers)
+    return _redis_core(config, names, hub, on_undecodable)
+
+
+def _redis_core(config: Config, names: ChannelNames, hub: Hub, on_undecodable: Callable[[], None] | None) -> Core:
+    """One Redis or Sentinel (one pub/sub connection), or a Cluster (one per shard)."""
+    from .broker.redis_read import RedisReadMarkers
     from .broker.redis_session import SessionSettings
 
     topology = config.redis_topology
-    assert topology is not None
+    assert topology is not None and config.redis_url is not None
     settings = SessionSettings(config.redis_socket_timeout, config.probe_interval_seconds, config.probe_timeout_seconds)
     if topology.sharded:
         from .broker.redis_cluster import ClusterBroker
@@ -71,13 +77,10 @@ def build_core(config: Config, names: ChannelNames, on_evict: Callable[[Subscrip
                                      config.redis_min_replicas)
         cluster_history = ClusterHistory(cluster, names, config.history_max_age_seconds, config.replay_max_events,
                                          config.cluster_reorder_ms, config.replay_max_bytes, on_undecodable)
-        from .broker.redis_read import RedisReadMarkers
-
         cluster_markers = RedisReadMarkers(cluster, names, config.history_max_age_seconds, config.history_max_events)
         return Core(hub, ClusterBroker(names, cluster_store, settings), cluster_history, read_markers=cluster_markers)
     from .broker.redis import RedisBroker
     from .broker.redis_history import RedisHistory
-    from .broker.redis_read import RedisReadMarkers
     from .broker.redis_store import RedisStore, make_client
 
     client = make_client(config.redis_url, config.redis_socket_timeout)

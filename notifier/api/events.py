@@ -97,14 +97,17 @@ def events() -> Response:
         raise
 
     plan = _plan(state, subscriber, subscription, opening)
-    record = StreamRecord(state, subscription, lease, getattr(g, "notifier_request_id", None))
+    return _stream_response(state, plan, StreamRecord(state, subscription, lease, getattr(g, "notifier_request_id", None)))
+
+
+def _stream_response(state: NotifierState, plan: StreamPlan, record: StreamRecord) -> Response:
+    """The SSE response of an admitted, subscribed stream."""
     # Not a method of the record: the subscription would hold the record that
     # holds it (a cycle, for the garbage collector to find).
-    subscription.on_evict = functools.partial(shutdown_socket, plan.raw_socket)
+    plan.subscription.on_evict = functools.partial(shutdown_socket, plan.raw_socket)
     g.notifier_stream = True
     state.metrics.stream_connects.inc()
     state.metrics.streams_open.inc()
-
     # No stream_with_context: the generator uses only what it was given, so
     # it does not hold a request context for the life of the stream.
     body = event_stream(plan, record)
