@@ -27,15 +27,19 @@ class StreamAdmission:
         self._node = uuid.uuid4().hex[:12]
         self._ids = itertools.count(1)
 
-    def admit(self, user_id: str) -> str:
+    def admit(self, user_id: str | None) -> str:
         """A lease id for one more stream of ``user_id``; release it when the
         stream ends. Raises WorkerFull (503), TooManyStreams (429) or
-        BrokerUnavailable (503), taking nothing."""
+        BrokerUnavailable (503), taking nothing. ``None``: an anonymous
+        stream (``compat.flask_sse``), bounded by the worker's cap only:
+        there is no user to count it against."""
         if self.open >= self.per_worker:
             raise WorkerFull(self.retry_after)
         # Counted before the round trip: streams admitted meanwhile see it.
         self.open += 1
         lease_id = f"{self._node}:{next(self._ids)}"
+        if user_id is None:
+            return lease_id
         try:
             taken = self.leases.acquire(user_id, lease_id, self.per_user)
         except BaseException:
@@ -46,6 +50,7 @@ class StreamAdmission:
             raise TooManyStreams(self.per_user, self.retry_after)
         return lease_id
 
-    def release(self, user_id: str, lease_id: str) -> None:
+    def release(self, user_id: str | None, lease_id: str) -> None:
         self.open -= 1
-        self.leases.release(user_id, lease_id)
+        if user_id is not None:
+            self.leases.release(user_id, lease_id)

@@ -25,7 +25,7 @@ import logging
 import math
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -89,6 +89,8 @@ class StreamPlan:
     retry_ms: int
     opening: bytes = b""  # replayed events or a reset, sent with the first chunk
     raw_socket: Any = None
+    # The bytes each event is sent as, when not its shared frame (compat.flask_sse).
+    reframe: Callable[[Delivery], bytes] | None = None
 
 
 class PeerWatch:
@@ -171,7 +173,10 @@ def event_stream(plan: StreamPlan, hooks: StreamHooks) -> Iterator[bytes]:
             items = sub.take()
             if items:
                 sub.writing_since = time.monotonic()
-                yield b"".join([item.frame for item in items])
+                if plan.reframe is None:
+                    yield b"".join([item.frame for item in items])
+                else:
+                    yield b"".join([plan.reframe(item) for item in items])
                 sub.writing_since = math.inf
                 sent += len(items)
                 hooks.on_write(items)

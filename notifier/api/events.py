@@ -8,6 +8,8 @@ import json
 import random
 import time
 import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from flask import Blueprint, Response, g, request
@@ -66,38 +68,66 @@ def _reset_frame(state: NotifierState, reason: str, resume_from: EventId) -> byt
     return encode(body, event_id=format_event_id(resume_from), event="reset")
 
 
+def refuse_while_draining(state: NotifierState) -> None:
+    if state.draining:
+        raise Draining(max(1, state.config.retry_ms // 1000))
+
+
 @bp.get("/v1/events")
 def events() -> Response:
     state = current_state()
     try:
-        if state.draining:
-            raise Draining(max(1, state.config.retry_ms // 1000))
+        refuse_while_draining(state)
         subscriber = authenticate(state, "events")
         topics = _requested_topics(state, subscriber)
     except NotifierError as exc:
         state.metrics.stream_rejections.labels(str(exc.status)).inc()
         raise
+    channels = state.names.for_subscriber(subscriber.user_id, topics)
+    return open_stream(state, StreamRequest(subscriber.user_id, channels, subscriber.expires_at))
+
+
+Reframe = Callable[[Delivery], bytes]
+
+
+@dataclass(frozen=True)
+class StreamRequest:
+    """Who a stream is for and what it reads, once its caller has checked
+    both. ``anonymous``: counted against the worker's cap only (no user to
+    count it against); ``reframe``: the bytes each event is sent as, when not
+    notifier's own frame (``compat.flask_sse``)."""
+
+    user_id: str
+    channels: list[str]
+    expires_at: float | None = None
+    anonymous: bool = False
+    reframe: Reframe | None = None
+
+
+def open_stream(state: NotifierState, wanted: StreamRequest) -> Response:
+    """The SSE response for a request already authenticated and authorized:
+    admission, subscription with replay from ``Last-Event-ID``, the stream."""
     if request.method == "HEAD":
         # Flask routes HEAD to this view; Werkzeug never starts the body of a
         # HEAD response, so a subscription made here would never be released.
         return Response(status=200, headers=SSE_HEADERS)
-    channels = state.names.for_subscriber(subscriber.user_id, topics)
     resume_text = request.headers.get("Last-Event-ID") or request.args.get("last_event_id")
-
-    subscription = Subscription(subscriber.user_id, channels, state.config.queue_size, state.config.queue_bytes)
+    lease_user = None if wanted.anonymous else wanted.user_id
+    subscription = Subscription(wanted.user_id, wanted.channels, state.config.queue_size, state.config.queue_bytes)
     try:
-        lease = state.admission.admit(subscriber.user_id)
+        lease = state.admission.admit(lease_user)
         try:
-            opening = _opening_bytes(state, state.core.open(subscription, resume_text))
+            opening = _opening_bytes(state, state.core.open(subscription, resume_text), wanted.reframe)
         except BaseException:
-            state.admission.release(subscriber.user_id, lease)
+            state.admission.release(lease_user, lease)
             raise
     except NotifierError as exc:
         state.metrics.stream_rejections.labels(str(exc.status)).inc()
         raise
 
-    plan = _plan(state, subscriber, subscription, opening)
-    return _stream_response(state, plan, StreamRecord(state, subscription, lease, getattr(g, "notifier_request_id", None)))
+    plan = _plan(state, wanted, subscription, opening)
+    record = StreamRecord(state, subscription, lease, getattr(g, "notifier_request_id", None), lease_user)
+    return _stream_response(state, plan, record)
 
 
 def _stream_response(state: NotifierState, plan: StreamPlan, record: StreamRecord) -> Response:
@@ -134,12 +164,14 @@ class StreamRecord:
     every object per stream is paid for in pause time (docs/deployment.md).
     """
 
-    __slots__ = ("finished", "lease", "request_id", "started", "state", "subscription")
+    __slots__ = ("finished", "lease", "lease_user", "request_id", "started", "state", "subscription")
 
-    def __init__(self, state: NotifierState, subscription: Subscription, lease: str, request_id: str | None):
+    def __init__(self, state: NotifierState, subscription: Subscription, lease: str, request_id: str | None,
+                 lease_user: str | None):
         self.state = state
         self.subscription = subscription
         self.lease = lease
+        self.lease_user = lease_user  # None: an anonymous stream, held against the worker's cap only
         self.request_id = request_id
         self.started = time.monotonic()
         self.finished = False
@@ -159,7 +191,7 @@ class StreamRecord:
             try:
                 state.core.leave(subscription)
             finally:
-                state.admission.release(subscription.user_id, self.lease)
+                state.admission.release(self.lease_user, self.lease)
         finally:
             # Counted and logged once, even if detaching failed.
             state.metrics.streams_open.dec()
@@ -171,7 +203,7 @@ class StreamRecord:
             })
 
 
-def _opening_bytes(state: NotifierState, opening: Opening) -> bytes:
+def _opening_bytes(state: NotifierState, opening: Opening, reframe: Reframe | None) -> bytes:
     """What the stream sends after its first comment: the replayed events, or a reset."""
     if opening.reset_reason:
         return _reset_frame(state, opening.reset_reason, opening.resume_from)
@@ -181,16 +213,18 @@ def _opening_bytes(state: NotifierState, opening: Opening) -> bytes:
     if not opening.events:
         return b""
     state.metrics.replayed_events.inc(len(opening.events))
+    if reframe is not None:
+        return b"".join(reframe(delivery) for delivery in opening.events)
     return b"".join(delivery.frame for delivery in opening.events)
 
 
-def _plan(state: NotifierState, subscriber: Subscriber, subscription: Subscription, opening: bytes) -> StreamPlan:
+def _plan(state: NotifierState, wanted: StreamRequest, subscription: Subscription, opening: bytes) -> StreamPlan:
     config = state.config
     now = time.monotonic()
     max_age = config.max_stream_seconds * (1 - random.uniform(0, DEADLINE_JITTER))
     deadline, reason = now + max_age, CloseReason.DEADLINE
-    if subscriber.expires_at is not None:
-        token_left = subscriber.expires_at - time.time()
+    if wanted.expires_at is not None:
+        token_left = wanted.expires_at - time.time()
         if token_left < max_age:
             deadline, reason = now + max(0.0, token_left), CloseReason.TOKEN_EXPIRED
     environ: dict[str, Any] = request.environ
@@ -202,6 +236,7 @@ def _plan(state: NotifierState, subscriber: Subscriber, subscription: Subscripti
         retry_ms=config.retry_ms,
         opening=opening,
         raw_socket=client_socket(environ),
+        reframe=wanted.reframe,
     )
 
 

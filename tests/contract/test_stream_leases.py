@@ -73,6 +73,22 @@ def test_admission_caps_the_worker_first_then_the_user(leases: StreamLeases) -> 
     admission.admit("carol")
 
 
+def test_anonymous_streams_count_against_the_worker_only(leases: StreamLeases) -> None:
+    """compat.flask_sse's streams have no user: no lease is taken or given back."""
+    admission = StreamAdmission(leases, per_user=1, per_worker=2, retry_after_seconds=4)
+    first, _second = admission.admit(None), admission.admit(None)
+    with pytest.raises(WorkerFull):
+        admission.admit(None)
+    with pytest.raises(WorkerFull):
+        admission.admit("alice")
+    admission.release(None, first)
+    settle()
+    assert admission.open == 1
+    admission.admit("alice")
+    with pytest.raises(TooManyStreams):
+        StreamAdmission(leases, per_user=1, per_worker=9, retry_after_seconds=4).admit("alice")
+
+
 def test_redis_leases_agree_across_processes(redis_server, prefix) -> None:
     pod_a, pod_b = redis_leases(redis_server.url, prefix), redis_leases(redis_server.url, prefix)
     assert pod_a.acquire("alice", "a1", 2) and pod_b.acquire("alice", "b1", 2)
