@@ -160,8 +160,9 @@ class Notifier:
     def init_app(self, app: Flask, config: Config | None = None, *, url_prefix: str | None = None,
                  jwt: str | None = None, standalone: bool = False, api: bool = True) -> NotifierState:
         """Build the core into ``app.extensions["notifier"]`` and register the
-        routes (``api=False``: none, for a caller with its own, like
-        ``compat.flask_sse``). Starts nothing (``lifecycle.py``)."""
+        routes (``api=False``: none, for a caller with its own routes and
+        its own idea of who may stream, like ``compat.flask_sse``; no JWT
+        setting is touched then). Starts nothing (``lifecycle.py``)."""
         from .api import register_blueprints
         from .auth import configure_jwt
 
@@ -180,7 +181,8 @@ class Notifier:
                               build_admission(config, names), build_guards(config))
         state.url_prefix = prefix
         state.identity_loader = self._identity_loader
-        state.jwt_mode = configure_jwt(app, config, mode="notifier" if standalone else (jwt or self.jwt))
+        if api:
+            state.jwt_mode = configure_jwt(app, config, mode="notifier" if standalone else (jwt or self.jwt))
         app.extensions["notifier"] = state
         scopes = register_blueprints(app, state, standalone=standalone, url_prefix=prefix) if api else []
         # A host's own routes get none of notifier's hooks: scoped to notifier's blueprints.

@@ -80,11 +80,13 @@ def _record_status(response: Response) -> Response:
 
 def register_deferred_publishing(app: Flask) -> None:
     """Once per app: a teardown that sends what a successful request deferred.
-    It does nothing in a request that deferred nothing."""
+    It does nothing in a request that deferred nothing. Flask's documented
+    hook list rather than the decorator: ``compat.flask_sse`` may set notifier
+    up in an app that is already serving (its first ``sse.publish``)."""
     if app.extensions.get("notifier.deferred"):
         return
     app.extensions["notifier.deferred"] = True
-    app.teardown_request(_flush)
+    app.teardown_request_funcs.setdefault(None, []).append(_flush)
 
 
 def _flush(exc: BaseException | None) -> None:

@@ -57,7 +57,7 @@ class NotifierState:
         # subscriber is when the host says so, whose JWT settings verify tokens.
         self.url_prefix = ""
         self.identity_loader: IdentityLoader | None = None
-        self.jwt_mode = "notifier"
+        self.jwt_mode = "none"  # set by init_app when it registers the routes that verify tokens
         self.ensure_started: Callable[[], None] = self.start
 
     @property

@@ -123,20 +123,33 @@ class Config:
         return replace(base, **overrides)
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
-        """Read and validate ``NOTIFIER_*`` variables. Raises ConfigError listing every problem."""
+    def from_env(cls, environ: Mapping[str, str] | None = None, *, host_redis_url: tuple[str, str] | None = None,
+                 needs_keys: bool = True) -> Config:
+        """Read and validate ``NOTIFIER_*`` variables. Raises ConfigError listing every problem.
+
+        ``host_redis_url``: ``(setting name, URL)`` from the host app's own
+        settings (``compat.flask_sse``: ``SSE_REDIS_URL`` / ``REDIS_URL``),
+        used when ``NOTIFIER_REDIS_URL`` is not set (the deployment's setting
+        wins over the code's) and validated the same way.
+        ``needs_keys=False``: for a caller whose streams verify no token
+        (anonymous): no JWT key is required, and no development secret is
+        created, unless one is configured.
+        """
         reader = Reader(os.environ if environ is None else environ)
-        redis_url = reader.text("REDIS_URL")
+        redis_name, redis_url = "NOTIFIER_REDIS_URL", reader.text("REDIS_URL")
+        if redis_url is None and host_redis_url is not None:
+            redis_name, redis_url = host_redis_url
         secret = reader.text("JWT_SECRET")
         env = _environment(reader, deployed=bool(redis_url or secret or reader.text("JWT_PUBLIC_KEY_FILE")))
         dev = env == "development"
         algorithm = (reader.text("JWT_ALGORITHM") or ("RS256" if reader.text("JWT_PUBLIC_KEY_FILE") else "HS256")).upper()
-        keys = read_keys(reader, algorithm, secret, dev)
+        wants_keys = needs_keys or bool(secret or reader.text("JWT_PUBLIC_KEY_FILE") or reader.text("JWT_JWKS_FILE"))
+        keys = read_keys(reader, algorithm, secret, dev) if wants_keys else Keys()
         if dev:
             check_loopback_bind(reader)
         config = cls(
             env=env,
-            **_redis_settings(reader, redis_url),
+            **_redis_settings(reader, redis_url, redis_name),
             **_jwt_settings(reader, algorithm, keys, dev),
             **_stream_settings(reader),
             **_publish_settings(reader),
@@ -162,15 +175,15 @@ def _environment(reader: Reader, *, deployed: bool) -> str:
     return env
 
 
-def _redis_settings(reader: Reader, redis_url: str | None) -> dict[str, Any]:
+def _redis_settings(reader: Reader, redis_url: str | None, redis_name: str) -> dict[str, Any]:
     topology = None
     if redis_url is not None:
         try:
             topology = parse_redis_url(redis_url)
         except TopologyError as exc:
-            reader.problem(str(exc))
+            reader.problem(str(exc).replace("NOTIFIER_REDIS_URL", redis_name))
         if PLACEHOLDER in redis_url:
-            reader.problem(f"NOTIFIER_REDIS_URL holds the example's placeholder ({PLACEHOLDER}); set the real password")
+            reader.problem(f"{redis_name} holds the example's placeholder ({PLACEHOLDER}); set the real password")
     prefix = reader.text("REDIS_PREFIX") or "notifier:"
     if topology is not None and topology.sharded and ("{" in prefix or "}" in prefix):
         reader.problem("NOTIFIER_REDIS_PREFIX must not contain { or } with a Redis Cluster "

@@ -95,3 +95,24 @@ def test_the_limits_of_issue_12_are_validated_and_the_worker_cap_follows_worker_
                          "NOTIFIER_PAGE_MAX_BYTES": "1", "NOTIFIER_REPLAY_MAX_BYTES": "-1",
                          "NOTIFIER_STREAM_LEASE_SECONDS": "1"})
     assert len(error.value.problems) == 7, error.value.problems
+
+
+def test_a_host_s_redis_url_is_used_and_validated_when_the_environment_sets_none(tmp_path) -> None:
+    """compat.flask_sse: SSE_REDIS_URL / REDIS_URL from the app's config; its streams verify no token."""
+    secret_file = tmp_path / "dev-secret"
+    config = Config.from_env({"NOTIFIER_DEV_SECRET_FILE": str(secret_file)},
+                             host_redis_url=("REDIS_URL", "redis://cache:6379/2"), needs_keys=False)
+    assert config.redis_url == "redis://cache:6379/2"
+    assert config.env == "production" and config.jwt_secret is None, "no key required for anonymous streams"
+    assert not secret_file.exists(), "and no development secret made"
+    from_env = Config.from_env({"NOTIFIER_REDIS_URL": "redis://env:6379/0"},
+                               host_redis_url=("REDIS_URL", "redis://cache:6379/2"), needs_keys=False)
+    assert from_env.redis_url == "redis://env:6379/0", "the deployment's setting wins over the code's"
+    with pytest.raises(ConfigError) as bad:
+        Config.from_env({}, host_redis_url=("SSE_REDIS_URL", "http://cache:6379"), needs_keys=False)
+    assert "SSE_REDIS_URL must start with redis://" in str(bad.value) and "NOTIFIER_REDIS_URL" not in str(bad.value)
+    with pytest.raises(ConfigError, match="NOTIFIER_JWT_SECRET is required"):
+        Config.from_env({}, host_redis_url=("REDIS_URL", "redis://cache:6379/2"))
+    weak = {"NOTIFIER_JWT_SECRET": "short"}
+    with pytest.raises(ConfigError, match="too weak"):
+        Config.from_env(weak, host_redis_url=("REDIS_URL", "redis://cache:6379/2"), needs_keys=False)
