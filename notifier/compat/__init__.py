@@ -1,0 +1,2 @@
+"""Drop-in replacements for other real-time libraries' public surfaces, on
+notifier's delivery (``compat.flask_sse``)."""
