@@ -212,7 +212,7 @@ def test_dev_page_only_in_development() -> None:
     with_real_secret = create_app(make_config())  # development mode, but not the generated secret
     prod = create_app(make_config(env="production"))
     try:
-        assert b"EventSource" in dev.test_client().get("/").data
+        assert b'import { connect, newer } from "/v1/client.js"' in dev.test_client().get("/").data
         assert prod.test_client().get("/").status_code == 404
         assert with_real_secret.test_client().post("/dev/login", data={"user": "x"}).status_code == 404
     finally:
