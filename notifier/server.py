@@ -22,7 +22,7 @@ import sys
 import tempfile
 from typing import Any, NoReturn
 
-from .config import METRICS_DIR_VAR, Config, ConfigError, ServerSettings
+from .config import Config, ConfigError, ServerSettings, export_worker_environment
 
 _prepared: dict[str, Any] = {}  # once per master: gunicorn re-reads its config on HUP
 
@@ -43,19 +43,15 @@ def load_settings() -> ServerSettings:
 
 def prepare(settings: ServerSettings) -> None:
     """At config load, in the master: what must be in place before the app is
-    imported (``preload_app``) and before any worker forks. Sets, never reads,
-    the environment (``ServerSettings`` read it)."""
+    imported (``preload_app``) and before any worker forks. The environment
+    is the config's business, read and written (``export_worker_environment``)."""
     if _prepared:
         return
-    # gevent records, for every greenlet, the stack it was spawned from: more
-    # objects per stream for every collection to walk. Nothing of ours reads them.
-    if settings.track_greenlet_tree is None:
-        os.environ["GEVENT_TRACK_GREENLET_TREE"] = "false"
     path = settings.metrics_dir
     _prepared["owned_metrics_dir"] = path is None
     if path is None:
         path = tempfile.mkdtemp(prefix="notifier-metrics-")
-        os.environ[METRICS_DIR_VAR] = path
+    export_worker_environment(settings, path)
     os.makedirs(path, exist_ok=True)
     # Files of a previous run would be summed into this one's.
     for name in os.listdir(path):

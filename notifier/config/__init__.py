@@ -22,7 +22,14 @@ from .keys import (
     load_dev_secret,
 )
 from .reader import PREFIX, ConfigError
-from .server import LOG_LEVELS, METRICS_DIR_VAR, ServerSettings, default_streams_per_worker, multiprocess_metrics_dir
+from .server import (
+    LOG_LEVELS,
+    METRICS_DIR_VAR,
+    ServerSettings,
+    default_streams_per_worker,
+    export_worker_environment,
+    multiprocess_metrics_dir,
+)
 from .settings import ENV_VARS, MAX_DATA_DEPTH_LIMIT, Config, mask_url
 
 __all__ = [
@@ -41,6 +48,7 @@ __all__ = [
     "ServerSettings",
     "default_dev_secret_file",
     "default_streams_per_worker",
+    "export_worker_environment",
     "load_dev_secret",
     "mask_url",
     "multiprocess_metrics_dir",

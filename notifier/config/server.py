@@ -76,6 +76,17 @@ class ServerSettings:
         return settings
 
 
+def export_worker_environment(settings: ServerSettings, metrics_dir: str) -> None:
+    """Set what our dependencies read from the environment in the workers:
+    prometheus_client's ``PROMETHEUS_MULTIPROC_DIR`` and, unless the operator
+    chose, gevent's ``GEVENT_TRACK_GREENLET_TREE`` (off: each greenlet's spawn
+    stack is more objects per stream for every collection to walk, and nothing
+    of ours reads them). The only place notifier writes the environment."""
+    if settings.track_greenlet_tree is None:
+        os.environ["GEVENT_TRACK_GREENLET_TREE"] = "false"
+    os.environ[METRICS_DIR_VAR] = metrics_dir
+
+
 def multiprocess_metrics_dir(environ: Mapping[str, str] | None = None) -> str | None:
     """``PROMETHEUS_MULTIPROC_DIR``: where prometheus_client keeps each worker's
     values (set by ``notifier.server`` before any worker starts), or None."""
