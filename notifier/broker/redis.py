@@ -27,12 +27,11 @@ import gevent
 import redis
 
 from ..channels import ChannelNames
-from ..errors import BrokerUnavailable
 from ..events import Notification, Published
 from . import BrokerListener, Health
 from .redis_connect import RoleCheck
 from .redis_session import ProbeFailed, Session, SessionSettings
-from .redis_store import RedisStore
+from .redis_store import RedisStore, publish_or_unavailable
 from .redis_wanted import Wanted
 
 log = logging.getLogger("notifier.broker.redis")
@@ -81,38 +80,16 @@ class RedisBroker:
         self.wanted.close()
 
     def subscribe(self, channels: list[str]) -> None:
-        wanted = self.wanted
-        for channel in channels:
-            if channel not in wanted.channels:
-                wanted.channels.add(channel)
-                wanted.changed.add(channel)
-        waiter = wanted.waiter(channels)
-        if waiter is None:
-            return
-        wanted.wake()
-        try:
-            if not waiter.done.wait(self.subscribe_timeout):
-                raise BrokerUnavailable("could not subscribe in time; retry later")
-        finally:
-            wanted.forget(waiter)
+        self.wanted.want(channels)
+        self.wanted.wait_confirmed(channels, self.subscribe_timeout)
 
     def unsubscribe(self, channels: list[str]) -> None:
-        wanted = self.wanted
         for channel in channels:
-            if channel in wanted.channels and channel not in wanted.always:
-                wanted.channels.discard(channel)
-                # Forget the confirmation now: a client arriving before the
-                # UNSUBSCRIBE reply must wait for a fresh SUBSCRIBE.
-                wanted.confirmed.discard(channel)
-                wanted.changed.add(channel)
-        wanted.wake()
+            self.wanted.drop(channel)
+        self.wanted.wake()
 
     def publish(self, notifications: list[Notification]) -> list[Published]:
-        try:
-            return self.store.publish(notifications)
-        except redis.RedisError as exc:
-            log.warning("publish failed: %s", exc.__class__.__name__)
-            raise BrokerUnavailable() from None
+        return publish_or_unavailable(self.store, notifications)
 
     def health(self) -> Health:
         session = self._session

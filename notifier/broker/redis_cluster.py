@@ -52,6 +52,7 @@ from .redis import BACKOFF_BASE, BACKOFF_MAX, SUBSCRIBE_TIMEOUT
 from .redis_cluster_session import ShardSession, ShardWanted, SlotMoved
 from .redis_cluster_store import ClusterStore
 from .redis_session import ProbeFailed, Session, SessionSettings
+from .redis_store import publish_or_unavailable
 
 log = logging.getLogger("notifier.broker.redis")
 
@@ -135,15 +136,7 @@ class ClusterBroker:
         touched = self._add(channels)
         deadline = time.monotonic() + self.subscribe_timeout
         for shard, wanted_here in touched:
-            waiter = shard.wanted.waiter(wanted_here)
-            if waiter is None:
-                continue
-            shard.wanted.wake()
-            try:
-                if not waiter.done.wait(max(0.0, deadline - time.monotonic())):
-                    raise BrokerUnavailable("could not subscribe in time; retry later")
-            finally:
-                shard.wanted.forget(waiter)
+            shard.wanted.wait_confirmed(wanted_here, deadline - time.monotonic())
 
     def unsubscribe(self, channels: list[str]) -> None:
         for channel in channels:
@@ -153,22 +146,13 @@ class ClusterBroker:
             shard = self.shards.get(node_name) if node_name else None
             if shard is None:
                 continue
-            wanted = shard.wanted
-            if channel in wanted.channels:
-                wanted.channels.discard(channel)
-                wanted.confirmed.discard(channel)
-                wanted.moved_in.discard(channel)
-                wanted.changed.add(channel)
-                wanted.wake()
+            shard.wanted.drop(channel)
+            shard.wanted.wake()
             if not shard.carries:
                 self._retire(shard)
 
     def publish(self, notifications: list[Notification]) -> list[Published]:
-        try:
-            return self.store.publish(notifications)
-        except redis.RedisError as exc:
-            log.warning("publish failed: %s", exc.__class__.__name__)
-            raise BrokerUnavailable() from None
+        return publish_or_unavailable(self.store, notifications)
 
     def health(self) -> Health:
         if self._stopping:
@@ -206,10 +190,7 @@ class ClusterBroker:
         result = []
         for node_name, here in touched.items():
             shard = self._shard(node_name)
-            for channel in here:
-                if channel not in shard.wanted.channels:
-                    shard.wanted.channels.add(channel)
-                    shard.wanted.changed.add(channel)
+            shard.wanted.want(here)
             shard.wanted.wake()
             result.append((shard, here))
         return result
@@ -271,15 +252,11 @@ class ClusterBroker:
             for channel in channels:
                 old = self.shards.get(self.route[channel])
                 if old is not None:
-                    old.wanted.channels.discard(channel)
-                    old.wanted.confirmed.discard(channel)
-                    old.wanted.moved_in.discard(channel)
+                    old.wanted.drop(channel)
                 self.route[channel] = owner
             shard = self._shard(owner)
-            for channel in channels:
-                shard.wanted.channels.add(channel)
-                shard.wanted.changed.add(channel)
-                shard.wanted.moved_in.add(channel)
+            shard.wanted.want(channels)
+            shard.wanted.moved_in.update(channels)
             shard.wanted.wake()
             log.info("%d channels moved to shard %s", len(channels), owner)
         for node_name in left:

@@ -27,6 +27,10 @@ class ShardWanted(Wanted):
         self.moved_in: set[str] = set()
         self.stale = False  # channels moved away: remake the connection
 
+    def drop(self, channel: str) -> None:
+        super().drop(channel)
+        self.moved_in.discard(channel)
+
 
 class ShardSession(Session):
     MESSAGE = "smessage"

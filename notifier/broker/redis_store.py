@@ -10,6 +10,7 @@ published, and ids are ordered across channels.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -18,12 +19,15 @@ import redis
 
 from ..channels import ChannelNames
 from ..envelope import LUA_SPLICE, body_without_id
+from ..errors import BrokerUnavailable
 from ..events import Notification, Published
 from ..runtime.redis import socket_timeout
 from .redis_connect import make_client
 from .redis_script import ScriptRunner
 
 __all__ = ["PUBLISH_SCRIPT", "RedisStore", "make_client", "text"]
+
+log = logging.getLogger("notifier.broker.redis")
 
 PUBLISH_SCRIPT = """
 local maxlen = ARGV[1]
@@ -149,3 +153,14 @@ def replica_timeout_ms(socket_timeout: float | None) -> int:
 def text(value: Any) -> str:
     """A reply value as str (redis-py gives bytes without decode_responses)."""
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def publish_or_unavailable(store: Any, notifications: list[Notification]) -> list[Published]:
+    """``store.publish`` (one Redis or a Cluster), with any Redis failure
+    answered as BrokerUnavailable (503: nothing was stored, retry)."""
+    try:
+        result: list[Published] = store.publish(notifications)
+        return result
+    except redis.RedisError as exc:
+        log.warning("publish failed: %s", exc.__class__.__name__)
+        raise BrokerUnavailable() from None

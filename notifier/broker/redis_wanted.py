@@ -8,6 +8,8 @@ import os
 
 from gevent.event import Event
 
+from ..errors import BrokerUnavailable
+
 
 class Waiter:
     """A request greenlet waiting for its channels to be confirmed."""
@@ -70,6 +72,35 @@ class Wanted:
             pass
         changed, self.changed = self.changed, set()
         return changed
+
+    def want(self, channels: list[str]) -> None:
+        """Ask for ``channels``: the owner subscribes them when it next wakes."""
+        for channel in channels:
+            if channel not in self.channels:
+                self.channels.add(channel)
+                self.changed.add(channel)
+
+    def drop(self, channel: str) -> None:
+        """Stop asking for ``channel`` (never one of ``always``). Its
+        confirmation goes at once: a client arriving before the UNSUBSCRIBE
+        reply must wait for a fresh SUBSCRIBE."""
+        if channel in self.channels and channel not in self.always:
+            self.channels.discard(channel)
+            self.confirmed.discard(channel)
+            self.changed.add(channel)
+
+    def wait_confirmed(self, channels: list[str], timeout: float) -> None:
+        """Return once ``channels`` are confirmed on a caught-up session; raise
+        BrokerUnavailable after ``timeout``."""
+        waiter = self.waiter(channels)
+        if waiter is None:
+            return
+        self.wake()
+        try:
+            if not waiter.done.wait(max(0.0, timeout)):
+                raise BrokerUnavailable("could not subscribe in time; retry later")
+        finally:
+            self.forget(waiter)
 
     # -- waiting for confirmations -------------------------------------------
 
