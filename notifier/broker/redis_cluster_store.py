@@ -36,18 +36,9 @@ from ..envelope import LUA_SPLICE, body_without_id
 from ..events import Notification, Published
 from ..runtime.redis import cluster_slot_owner, refresh_slot_map
 from .redis_script import ScriptRunner
-from .redis_store import replica_timeout_ms, text
+from .redis_store import LUA_PUBLISH_PRELUDE, replica_timeout_ms, text
 
-CLUSTER_PUBLISH_SCRIPT = """
-local maxlen = ARGV[1]
-local max_age_ms = tonumber(ARGV[2])
-local deadline = tonumber(ARGV[3])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
--- See PUBLISH_SCRIPT: a script that runs after its caller gave up stores nothing.
-if deadline > 0 and now > deadline then
-  return redis.error_reply('STALE publish ran after its deadline; nothing stored')
-end
+CLUSTER_PUBLISH_SCRIPT = LUA_PUBLISH_PRELUDE + """
 local out = {}
 for i = 1, #KEYS, 2 do
   local last = redis.call('HMGET', KEYS[i], 'ms', 'seq')
@@ -58,9 +49,7 @@ for i = 1, #KEYS, 2 do
   local channel = ARGV[3 + i]
   local body = ARGV[4 + i]
   local payload = """ + LUA_SPLICE + """
-  redis.call('XADD', KEYS[i + 1], 'MAXLEN', maxlen, id, 'd', payload)
-  redis.call('XTRIM', KEYS[i + 1], 'MINID', '~', string.format('%d-0', now - max_age_ms))
-  redis.call('PEXPIRE', KEYS[i + 1], max_age_ms)
+  keep(KEYS[i + 1], id, payload)
   redis.call('HSET', KEYS[i], 'ms', ms, 'seq', seq)
   redis.call('PEXPIRE', KEYS[i], max_age_ms)
   out[#out + 1] = id

@@ -29,7 +29,10 @@ __all__ = ["PUBLISH_SCRIPT", "RedisStore", "make_client", "text"]
 
 log = logging.getLogger("notifier.broker.redis")
 
-PUBLISH_SCRIPT = """
+# The head of both publish scripts (one Redis here, a Cluster slot in
+# redis_cluster_store.py): the bounds and the deadline from ARGV[1..3], Redis'
+# clock, and how one event is kept in its channel's history.
+LUA_PUBLISH_PRELUDE = """
 local maxlen = ARGV[1]
 local max_age_ms = tonumber(ARGV[2])
 local deadline = tonumber(ARGV[3])
@@ -41,6 +44,14 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if deadline > 0 and now > deadline then
   return redis.error_reply('STALE publish ran after its deadline; nothing stored')
 end
+local function keep(history, id, payload)
+  redis.call('XADD', history, 'MAXLEN', maxlen, id, 'd', payload)
+  redis.call('XTRIM', history, 'MINID', '~', string.format('%d-0', now - max_age_ms))
+  redis.call('PEXPIRE', history, max_age_ms)
+end
+"""
+
+PUBLISH_SCRIPT = LUA_PUBLISH_PRELUDE + """
 local last = redis.call('HMGET', KEYS[1], 'ms', 'seq')
 -- No sequence: a new deployment, or a Redis that lost its data. Remember the
 -- first id of this history, so a resume point below it is known to have lost
@@ -57,9 +68,7 @@ for i = 2, #KEYS do
   local channel = ARGV[2 * i]
   local body = ARGV[2 * i + 1]
   local payload = """ + LUA_SPLICE + """
-  redis.call('XADD', KEYS[i], 'MAXLEN', maxlen, id, 'd', payload)
-  redis.call('XTRIM', KEYS[i], 'MINID', '~', string.format('%d-0', now - max_age_ms))
-  redis.call('PEXPIRE', KEYS[i], max_age_ms)
+  keep(KEYS[i], id, payload)
   out[#out + 1] = id
   out[#out + 1] = redis.call('PUBLISH', channel, payload)
 end
