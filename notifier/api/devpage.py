@@ -17,7 +17,6 @@ pointing at 127.0.0.1 both fail that check."""
 
 from __future__ import annotations
 
-import ipaddress
 import json
 from datetime import timedelta
 from typing import Any
@@ -27,6 +26,7 @@ from flask import Blueprint, Response, jsonify, make_response, redirect, render_
 from flask_jwt_extended import set_access_cookies, unset_jwt_cookies
 
 from ..auth import TokenRequest, mint_token
+from ..config.network import is_loopback_host
 from ..errors import BadRequest, Forbidden, NotifierError
 from ..events import utc_timestamp
 from ..state import current_state
@@ -52,13 +52,7 @@ def _origin_of(url: str) -> str:
 
 
 def _loopback_host(host: str) -> bool:
-    name = urlsplit(f"//{host}").hostname or ""
-    if name == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
+    return is_loopback_host(urlsplit(f"//{host}").hostname or "")
 
 
 def _answer(body: dict[str, Any], status: int = 200) -> Response:

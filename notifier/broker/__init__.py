@@ -179,6 +179,21 @@ class StreamLeases(Protocol):
         """Stop renewing (the leases still held expire)."""
 
 
+class HeldLeases(dict[str, set[str]]):
+    """The leases this process holds, by user: the whole count for the
+    embedded broker, what to renew for Redis."""
+
+    def add(self, user_id: str, lease_id: str) -> None:
+        self.setdefault(user_id, set()).add(lease_id)
+
+    def discard(self, user_id: str, lease_id: str) -> None:
+        leases = self.get(user_id)
+        if leases is not None:
+            leases.discard(lease_id)
+            if not leases:
+                del self[user_id]
+
+
 class TicketStore(Protocol):
     def put(self, key: str, value: str, ttl_seconds: float) -> None:
         """Keep ``value`` under ``key`` for ``ttl_seconds``. Raises BrokerUnavailable."""

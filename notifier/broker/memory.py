@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from ..channels import ChannelNames
 from ..envelope import body_without_id, decode, splice_id
 from ..events import ZERO_ID, Delivery, EventId, Notification, Published, format_event_id
-from . import BrokerListener, Health, Page, Replay, fill_page, merge_by_id
+from . import BrokerListener, Health, HeldLeases, Page, Replay, fill_page, merge_by_id
 
 log = logging.getLogger("notifier.broker.memory")
 
@@ -119,21 +119,16 @@ class MemoryStreamLeases:
     renew, since a lease dies with the process that holds it."""
 
     def __init__(self) -> None:
-        self.held: dict[str, set[str]] = {}
+        self.held = HeldLeases()
 
     def acquire(self, user_id: str, lease_id: str, limit: int) -> bool:
-        leases = self.held.setdefault(user_id, set())
-        if len(leases) >= limit:
+        if len(self.held.get(user_id, ())) >= limit:
             return False
-        leases.add(lease_id)
+        self.held.add(user_id, lease_id)
         return True
 
     def release(self, user_id: str, lease_id: str) -> None:
-        leases = self.held.get(user_id)
-        if leases is not None:
-            leases.discard(lease_id)
-            if not leases:
-                del self.held[user_id]
+        self.held.discard(user_id, lease_id)
 
     def start(self) -> None:
         pass

@@ -18,6 +18,7 @@ import gevent
 import redis
 
 from ..channels import ChannelNames
+from . import HeldLeases
 from .redis_history import outage_is_unavailable
 
 log = logging.getLogger("notifier.broker.redis")
@@ -51,7 +52,7 @@ class RedisStreamLeases:
         self.client = client
         self.names = names
         self.lease_ms = int(lease_seconds * 1000)
-        self.held: dict[str, set[str]] = {}
+        self.held = HeldLeases()
         self._acquire = client.register_script(ACQUIRE_SCRIPT)
         self._renew = client.register_script(RENEW_SCRIPT)
         self._renewer: gevent.Greenlet | None = None
@@ -68,15 +69,11 @@ class RedisStreamLeases:
         with outage_is_unavailable():
             taken = self._acquire(keys=[self._key(user_id)], args=[lease_id, limit, self.lease_ms])
         if taken:
-            self.held.setdefault(user_id, set()).add(lease_id)
+            self.held.add(user_id, lease_id)
         return bool(taken)
 
     def release(self, user_id: str, lease_id: str) -> None:
-        leases = self.held.get(user_id)
-        if leases is not None:
-            leases.discard(lease_id)
-            if not leases:
-                del self.held[user_id]
+        self.held.discard(user_id, lease_id)
         self._released.append((self._key(user_id), lease_id))
         if self._remover is None:
             self._remover = gevent.spawn(self._remove_released)

@@ -29,10 +29,15 @@ def _is_loopback(address: str) -> bool:
         host = address.split(":", 1)[0]
     elif address.isdigit():
         return False  # a bare port: every interface
-    if host == "localhost":
+    return is_loopback_host(host)
+
+
+def is_loopback_host(name: str) -> bool:
+    """``localhost`` or a loopback IP address (127.0.0.0/8, ::1)."""
+    if name == "localhost":
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        return ipaddress.ip_address(name).is_loopback
     except ValueError:
         return False
 
