@@ -23,7 +23,6 @@ from notifier import Publisher
 
 from ..support import tokens
 from ..support.processes import ROOT, Gunicorn, RedisServer, wait_until
-from .test_browser import CHROMIUM_ARGS, chromium_path
 
 pytestmark = pytest.mark.browser
 
@@ -59,18 +58,6 @@ def shop(redis_for_browser: RedisServer) -> Iterator[Gunicorn]:
         yield server
     finally:
         server.stop()
-
-
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 def signed_in(browser: Any, shop: Gunicorn, user: str = "alice", keep_page: bool = False) -> Any:

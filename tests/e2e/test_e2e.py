@@ -10,7 +10,7 @@ import pytest
 import requests
 
 from ..support import tokens
-from ..support.processes import Gunicorn, RedisServer, wait_until
+from ..support.processes import Gunicorn, RedisServer, redis_and_gunicorn, wait_until
 from ..support.refusals import get_refusal
 from ..support.sse import SSEConnection
 
@@ -19,19 +19,8 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[tuple[Gunicorn, RedisServer]]:
-    redis_server = RedisServer().start()
-    server = Gunicorn({
-        "NOTIFIER_REDIS_URL": redis_server.url,
-        "NOTIFIER_JWT_SECRET": tokens.SECRET,
-        "NOTIFIER_HEARTBEAT_SECONDS": "0.5",
-        "NOTIFIER_PROBE_INTERVAL_SECONDS": "1",
-    }, workers=2)
-    try:
-        server.start()
-        yield server, redis_server
-    finally:
-        server.stop()
-        redis_server.stop()
+    with redis_and_gunicorn({"NOTIFIER_HEARTBEAT_SECONDS": "0.5", "NOTIFIER_PROBE_INTERVAL_SECONDS": "1"}) as stack:
+        yield stack
 
 
 def connect(server: Gunicorn, user: str, **claims) -> SSEConnection:

@@ -21,7 +21,6 @@ import requests
 from notifier import Publisher
 
 from ..support.processes import ROOT, Gunicorn, RedisServer, wait_until
-from .test_browser import CHROMIUM_ARGS, chromium_path
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 
@@ -45,18 +44,6 @@ def quickstart() -> Iterator[Gunicorn]:
     finally:
         server.stop()
         redis_server.stop()
-
-
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 def open_index(context: Any, server: Gunicorn) -> tuple[Any, list[str]]:

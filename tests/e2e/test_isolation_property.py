@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from notifier.auth import pattern_allows
 
 from ..support import tokens
-from ..support.processes import Gunicorn, RedisServer
+from ..support.processes import Gunicorn, redis_and_gunicorn
 from ..support.sse import SSEConnection
 
 pytestmark = pytest.mark.e2e
@@ -32,15 +32,8 @@ PATTERNS = ["orders:*", "orders:1", "news", "chat:*"]
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[Gunicorn]:
-    redis_server = RedisServer().start()
-    gunicorn = Gunicorn({"NOTIFIER_REDIS_URL": redis_server.url, "NOTIFIER_JWT_SECRET": tokens.SECRET,
-                         "NOTIFIER_HEARTBEAT_SECONDS": "0.5"}, workers=2)
-    try:
-        gunicorn.start()
+    with redis_and_gunicorn({"NOTIFIER_HEARTBEAT_SECONDS": "0.5"}) as (gunicorn, _):
         yield gunicorn
-    finally:
-        gunicorn.stop()
-        redis_server.stop()
 
 
 @dataclass(frozen=True)

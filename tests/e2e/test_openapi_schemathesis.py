@@ -18,7 +18,7 @@ from notifier.api.openapi import document
 from notifier.validation import Limits
 
 from ..support import tokens
-from ..support.processes import Gunicorn, RedisServer
+from ..support.processes import Gunicorn, redis_and_gunicorn
 
 pytestmark = pytest.mark.e2e
 
@@ -27,20 +27,9 @@ EXAMPLES = 15  # per operation: the whole run stays well under a minute (streams
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[Gunicorn]:
-    redis_server = RedisServer().start()
-    gunicorn = Gunicorn({
-        "NOTIFIER_REDIS_URL": redis_server.url,
-        "NOTIFIER_JWT_SECRET": tokens.SECRET,
-        "NOTIFIER_HEARTBEAT_SECONDS": "0.2",
-        # A generated request that opens a stream must end: a stream lasts at most this.
-        "NOTIFIER_MAX_STREAM_SECONDS": "1",
-    }, workers=2)
-    try:
-        gunicorn.start()
+    # A generated request that opens a stream must end: a stream lasts at most MAX_STREAM_SECONDS.
+    with redis_and_gunicorn({"NOTIFIER_HEARTBEAT_SECONDS": "0.2", "NOTIFIER_MAX_STREAM_SECONDS": "1"}) as (gunicorn, _):
         yield gunicorn
-    finally:
-        gunicorn.stop()
-        redis_server.stop()
 
 
 def test_the_served_document_is_the_one_tested(server) -> None:

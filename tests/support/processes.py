@@ -13,6 +13,8 @@ import signal
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +74,23 @@ class RedisServer(BenchRedisServer):
             self.process.kill()
             self.process.wait(10)
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@contextmanager
+def redis_and_gunicorn(settings: dict[str, str] | None = None, workers: int = 2) -> Iterator[tuple[Gunicorn, RedisServer]]:
+    """A throwaway redis-server and a gunicorn serving notifier on it (test
+    secret, plus ``settings``), both stopped by PID at the end."""
+    from .tokens import SECRET
+
+    redis_server = RedisServer().start()
+    server = Gunicorn({"NOTIFIER_REDIS_URL": redis_server.url, "NOTIFIER_JWT_SECRET": SECRET, **(settings or {})},
+                      workers=workers)
+    try:
+        server.start()
+        yield server, redis_server
+    finally:
+        server.stop()
+        redis_server.stop()
 
 
 class Gunicorn:
