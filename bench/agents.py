@@ -29,7 +29,10 @@ from urllib.parse import urlsplit
 
 import jwt
 
-from .wire import ProtocolError, StreamDecoder
+from .wire import NchanDecoder, ProtocolError, StreamDecoder
+
+SERVERS = ("notifier", "nchan")
+ACCEPTED = (201, 202)  # notifier answers 202; Nchan 201 (a subscriber had it) or 202 (none yet)
 
 
 def raise_nofile(wanted: int) -> int:
@@ -62,7 +65,14 @@ def make_token(secret: str, sub: str, *, publisher: bool = False, ttl: int = 3 *
 
 
 class Target:
-    def __init__(self, url: str):
+    """Where the load goes: a notifier (``/v1/events``, ``/v1/publish``, JWTs)
+    or an Nchan (``/sub/<user>``, ``/pub/<channel>``, no auth; see bench/nchan.py)."""
+
+    def __init__(self, url: str, server: str = "notifier"):
+        if server not in SERVERS:
+            raise SystemExit(f"unknown server {server!r}")
+        self.server = server
+        self.nchan = server == "nchan"
         parts = urlsplit(url)
         if parts.scheme != "http":
             raise SystemExit("only http:// URLs (loopback) are supported")
@@ -97,7 +107,7 @@ class Stream(asyncio.Protocol):
         self.agent = agent
         self.user = user
         self.request = request
-        self.decoder = StreamDecoder()
+        self.decoder = NchanDecoder() if agent.target.nchan else StreamDecoder()
         self.ids: list[bytes] = []
         self.times: list[float] = []
         self.transport: asyncio.Transport | None = None
@@ -147,9 +157,9 @@ class Stream(asyncio.Protocol):
 class Agent:
     """One process, one asyncio loop, commands over a pipe (one at a time)."""
 
-    def __init__(self, conn: Connection, url: str, secret: str | None):
+    def __init__(self, conn: Connection, url: str, secret: str | None, server: str = "notifier"):
         self.conn = conn
-        self.target = Target(url)
+        self.target = Target(url, server)
         self.secret = secret
         self.loop = asyncio.get_running_loop()
         self.done: asyncio.Future[None] = self.loop.create_future()
@@ -190,13 +200,16 @@ class Agent:
 
 
 class StreamAgent(Agent):
-    def __init__(self, conn: Connection, url: str, secret: str | None):
-        super().__init__(conn, url, secret)
+    def __init__(self, conn: Connection, url: str, secret: str | None, server: str = "notifier"):
+        super().__init__(conn, url, secret, server)
         self.streams: list[Stream] = []
         self.received = 0
         self.closing = False
 
-    def _request(self, token: str) -> bytes:
+    def _request(self, user: str, token: str) -> bytes:
+        if self.target.nchan:
+            return (f"GET {self.target.base}/sub/{user} HTTP/1.1\r\nHost: {self.target.host_header}\r\n"
+                    f"Accept: text/event-stream\r\nCache-Control: no-cache\r\n\r\n").encode("latin-1")
         return (f"GET {self.target.base}/v1/events HTTP/1.1\r\nHost: {self.target.host_header}\r\n"
                 f"Authorization: Bearer {token}\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n\r\n"
                 ).encode("latin-1")
@@ -208,7 +221,8 @@ class StreamAgent(Agent):
         errors: dict[str, int] = {}
         connect_times: list[float] = []
         deadline = time.monotonic() + timeout
-        requests = [(user, self._request(tokens[user] if tokens else make_token(self.secret or "", user)))
+        requests = [(user, self._request(user, "" if self.target.nchan else tokens[user] if tokens
+                                         else make_token(self.secret or "", user)))
                     for user in users]
 
         async def one(user: str, request: bytes) -> None:
@@ -250,6 +264,8 @@ class StreamAgent(Agent):
         for stream in self.streams:
             stream.ids = []
             stream.times = []
+            if isinstance(stream.decoder, NchanDecoder):
+                stream.decoder.out_of_order = 0
         self.received = 0
         return {}
 
@@ -268,14 +284,16 @@ class StreamAgent(Agent):
                     duplicates += 1
                     continue
                 seen.add(event_id)
-                ms, _, seq = event_id.partition(b"-")
-                key = (int(ms), int(seq or 0))
-                if key < last:
-                    out_of_order += 1
-                last = max(last, key)
+                if not self.target.nchan:  # Nchan's own ids are checked by its decoder
+                    ms, _, seq = event_id.partition(b"-")
+                    key = (int(ms), int(seq or 0))
+                    if key < last:
+                        out_of_order += 1
+                    last = max(last, key)
                 arrivals.setdefault(event_id, []).append(at)
                 if by_user:
                     receivers.setdefault(event_id, []).append(stream.user)
+        out_of_order += sum(getattr(stream.decoder, "out_of_order", 0) for stream in self.streams)
         return {"arrivals": {k.decode(): v for k, v in arrivals.items()},
                 "receivers": {k.decode(): v for k, v in receivers.items()} if by_user else None,
                 "duplicates": duplicates, "out_of_order": out_of_order}
@@ -342,7 +360,11 @@ class HttpConnection:
 
 
 class PublisherAgent(Agent):
-    def _head(self, token: str, length: int) -> bytes:
+    def _head(self, token: str, length: int, channel: str | None) -> bytes:
+        if self.target.nchan:
+            return (f"POST {self.target.base}/pub/{channel or 'broadcast'} HTTP/1.1\r\n"
+                    f"Host: {self.target.host_header}\r\nAccept: application/json\r\n"
+                    f"Content-Type: application/json\r\nContent-Length: {length}\r\n\r\n").encode("latin-1")
         return (f"POST {self.target.base}/v1/publish HTTP/1.1\r\nHost: {self.target.host_header}\r\n"
                 f"Authorization: Bearer {token}\r\nContent-Type: application/json\r\n"
                 f"Content-Length: {length}\r\n\r\n").encode("latin-1")
@@ -355,7 +377,11 @@ class PublisherAgent(Agent):
         requests per second (open loop) or back to back; ``kind`` is
         ``broadcast`` or ``unicast`` (``batch`` notifications per request, each
         to a random user)."""
-        token = token or make_token(self.secret or "", "bench-publisher", publisher=True)
+        nchan = self.target.nchan
+        if nchan and batch != 1:
+            raise ValueError("Nchan has no batch publish: one event per request")
+        token = token or ("" if nchan else make_token(self.secret or "", "bench-publisher", publisher=True))
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
         rng = random.Random(seed)
         message = "x" * message_bytes
         sent: list[tuple[str, float, str | None]] = []  # (event id, request written at, target user)
@@ -378,7 +404,9 @@ class PublisherAgent(Agent):
                 chosen = [rng.choice(users) for _ in range(batch)]
                 items = [{"user_id": u, "type": "bench", "message": message, "data": {"i": i}} for u in chosen]
                 targets = list(chosen)
-            payload = items[0] if batch == 1 else items
+            payload: Any = items[0] if batch == 1 else items
+            if nchan:  # what notifier would stream for it, the bench's key in place of notifier's id
+                payload = {"k": f"{i}-0", **payload, "timestamp": stamp}
             return json.dumps(payload, separators=(",", ":")).encode(), targets
 
         async def worker() -> None:
@@ -403,14 +431,17 @@ class PublisherAgent(Agent):
                     written = time.time()
                     t0 = time.monotonic()
                     try:
-                        status, reply = await conn.request(self._head(token, len(data)), data, 10.0)
+                        status, reply = await conn.request(self._head(token, len(data), targets[0]), data, 10.0)
                     except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError) as exc:
                         key = exc.__class__.__name__
                         statuses[key] = statuses.get(key, 0) + 1
                         continue
                     http_latencies.append(time.monotonic() - t0)
                     statuses[str(status)] = statuses.get(str(status), 0) + 1
-                    if status == 202:
+                    if status in ACCEPTED:
+                        if nchan:
+                            sent.append((f"{i}-0", written, targets[0]))
+                            continue
                         published = json.loads(reply)["published"]
                         for item, user in zip(published, targets):
                             sent.append((item["id"], written, user))
@@ -422,6 +453,68 @@ class PublisherAgent(Agent):
                 "elapsed_s": time.monotonic() - start, "wall_start": wall_start, "lateness_max_s": lateness_max}
 
 
+class DirectPublisherAgent(Agent):
+    """``notifier.Publisher`` straight to Redis, no HTTP: how a Python service
+    publishes. Blocking redis-py in ``threads`` threads (each its own
+    Publisher), one event per call, open loop at ``rate``."""
+
+    async def cmd_publish(self, redis_url: str, users: list[str], rate: float, duration: float, timeout: float,
+                          threads: int = 8, seed: int = 1, message_bytes: int = 40) -> dict[str, Any]:
+        return await asyncio.to_thread(self._publish, redis_url, users, rate, duration, timeout, threads, seed,
+                                       message_bytes)
+
+    @staticmethod
+    def _publish(redis_url: str, users: list[str], rate: float, duration: float, timeout: float, threads: int,
+                 seed: int, message_bytes: int) -> dict[str, Any]:
+        import threading
+
+        from notifier import Publisher
+
+        rng = random.Random(seed)
+        total = int(duration * rate)
+        targets = [rng.choice(users) for _ in range(total)]
+        message = "x" * message_bytes
+        start = time.monotonic() + 0.2
+        hard_stop = start + timeout
+        results: list[list[tuple[str, float, str | None]]] = [[] for _ in range(threads)]
+        latencies: list[list[float]] = [[] for _ in range(threads)]
+        errors: dict[str, int] = {}
+        lateness = [0.0] * threads
+        publishers = [Publisher(redis_url) for _ in range(threads)]
+
+        def run(k: int) -> None:
+            publisher = publishers[k]
+            for i in range(k, total, threads):
+                delay = start + i / rate - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                else:
+                    lateness[k] = max(lateness[k], -delay)
+                if time.monotonic() >= hard_stop:
+                    return
+                written = time.time()
+                t0 = time.monotonic()
+                try:
+                    published = publisher.notify(targets[i], message, type="bench", data={"i": i})
+                except Exception as exc:  # noqa: BLE001 - counted and reported
+                    errors[exc.__class__.__name__] = errors.get(exc.__class__.__name__, 0) + 1
+                    continue
+                latencies[k].append(time.monotonic() - t0)
+                results[k].append((published.id, written, targets[i]))
+
+        workers = [threading.Thread(target=run, args=(k,), daemon=True) for k in range(threads)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(max(1.0, hard_stop - time.monotonic() + 5))
+        for publisher in publishers:
+            publisher.close()
+        sent = [item for part in results for item in part]
+        calls = [value for part in latencies for value in part]
+        return {"sent": sent, "http_latencies": calls, "statuses": {"202": len(sent), **errors},
+                "requests": len(calls), "elapsed_s": time.monotonic() - start, "lateness_max_s": max(lateness)}
+
+
 def event_loop_name() -> str:
     try:
         import uvloop  # noqa: F401
@@ -430,12 +523,13 @@ def event_loop_name() -> str:
     return "uvloop"
 
 
-def agent_main(kind: str, conn: Connection, url: str, secret: str | None, nofile: int) -> None:
+def agent_main(kind: str, conn: Connection, url: str, secret: str | None, nofile: int,
+               server: str = "notifier") -> None:
     raise_nofile(nofile)
-    cls = StreamAgent if kind == "streams" else PublisherAgent
+    cls = {"streams": StreamAgent, "publisher": PublisherAgent, "direct": DirectPublisherAgent}[kind]
 
     async def main() -> None:
-        await cls(conn, url, secret).serve()
+        await cls(conn, url, secret, server).serve()
 
     # uvloop (a dev dependency) roughly halves the client's CPU per event, which
     # on a machine shared with the server leaves that CPU to the server.

@@ -25,10 +25,14 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from .agents import agent_main, event_loop_name, raise_nofile
+from .agents import ACCEPTED, agent_main, event_loop_name, raise_nofile
 from .server import ROOT, Gunicorn, Probe, RedisServer, machine
 
-SCENARIOS = ("connect", "broadcast", "unicast", "batch", "publish", "fanout", "churn")
+SCENARIOS = ("connect", "broadcast", "unicast", "batch", "publish", "fanout", "churn", "unicast_max", "direct")
+NOTIFIER_ONLY = ("batch", "direct")  # Nchan has no batch publish and no Python publisher
+DEFAULT_SCENARIOS = SCENARIOS[:7]  # the rate search and the direct publisher only when asked for
+SEARCH_RATES = "1000,1500,2000,2500,3000,4000,5000,6000,8000,10000,12000,14000,17000,20000"
+ACCEPTED_STATUSES = {str(status) for status in ACCEPTED}
 RESULTS = ROOT / "bench" / "results"
 
 
@@ -50,10 +54,10 @@ def summary_ms(values: list[float]) -> dict[str, float | None]:
 
 
 class AgentHandle:
-    def __init__(self, kind: str, url: str, secret: str | None, nofile: int):
+    def __init__(self, kind: str, url: str, secret: str | None, nofile: int, server: str = "notifier"):
         ctx = multiprocessing.get_context("fork")
         self.conn, child = ctx.Pipe()
-        self.process = ctx.Process(target=agent_main, args=(kind, child, url, secret, nofile), daemon=True)
+        self.process = ctx.Process(target=agent_main, args=(kind, child, url, secret, nofile, server), daemon=True)
         self.process.start()
         child.close()
 
@@ -89,7 +93,7 @@ class Bench:
     def __init__(self, args: argparse.Namespace):
         self.args = args
         self.redis: RedisServer | None = None
-        self.gunicorn: Gunicorn | None = None
+        self.gunicorn: Gunicorn | Any = None  # or the Nchan started in its place
         self.probe = Probe()
         self.url = args.url
         self.secret = args.secret
@@ -97,6 +101,8 @@ class Bench:
         self.open_users: list[str] = []
         self.streams: list[AgentHandle] = []
         self.publisher: AgentHandle | None = None
+        self._direct: AgentHandle | None = None
+        self.profiler: Any = None
         self.results: list[dict[str, Any]] = []
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
         self.out_dir = Path(args.out) if args.out else RESULTS
@@ -112,7 +118,14 @@ class Bench:
     def start(self) -> None:
         nofile = max(4096, self.args.streams // max(1, self.args.client_procs) + 2048)
         raise_nofile(nofile)
-        if self.url is None:
+        if self.url is None and self.args.server == "nchan":
+            from .nchan import Nchan
+
+            self.gunicorn = Nchan(self.args.workers, self.args.streams).start()
+            self.url = self.gunicorn.url
+            self.probe = Probe(self.gunicorn.pids(), [])
+            print(f"# server: nchan {self.url} (pids {self.gunicorn.pids()})", file=sys.stderr)
+        elif self.url is None:
             self.secret = self.secret or secrets.token_urlsafe(48)
             self.redis = self._start_redis()
             env = {"NOTIFIER_ENV": "production", "NOTIFIER_REDIS_URL": self.redis.url,
@@ -126,15 +139,23 @@ class Bench:
                 env[key] = value
             log_path = self.out_dir / f"gunicorn-{self.run_id}.log"
             root = Path(self.args.root).resolve() if self.args.root else ROOT
-            self.gunicorn = Gunicorn(env, self.args.workers, log_path, root).start()
+            wrapper = None
+            if self.args.profile:
+                from .profile import Profiler
+
+                self.profiler = Profiler(self.out_dir, self.run_id)
+                wrapper = self.profiler.wrapper()
+            self.gunicorn = Gunicorn(env, self.args.workers, log_path, root, wrapper).start()
             self.url = self.gunicorn.url
             self.probe = Probe(self.gunicorn.pids(), self.redis.pids())
             print(f"# server: gunicorn {self.url} (pids {self.gunicorn.pids()}), redis {self.redis.url}; "
                   f"log {log_path}", file=sys.stderr)
         elif not self.secret:
             raise SystemExit("--url needs --secret (the server's NOTIFIER_JWT_SECRET) to mint tokens")
-        self.streams = [AgentHandle("streams", self.url, self.secret, nofile) for _ in range(self.args.client_procs)]
-        self.publisher = AgentHandle("publisher", self.url, self.secret, 4096)
+        server = self.args.server
+        self.streams = [AgentHandle("streams", self.url, self.secret, nofile, server)
+                        for _ in range(self.args.client_procs)]
+        self.publisher = AgentHandle("publisher", self.url, self.secret, 4096, server)
 
     def _start_redis(self) -> Any:
         """The topology under test: one redis-server, a Sentinel set (1 master,
@@ -150,10 +171,12 @@ class Bench:
         return RedisServer().start()
 
     def stop(self) -> None:
-        for agent in [*self.streams, *([self.publisher] if self.publisher else [])]:
+        for agent in [*self.streams, *(a for a in (self.publisher, self._direct) if a is not None)]:
             agent.stop()
         if self.gunicorn is not None:
             self.gunicorn.stop()
+        if self.profiler is not None:
+            print(f"# profile: {self.profiler.path}, summary {self.profiler.summarize()}", file=sys.stderr)
         if self.redis is not None:
             self.redis.stop()
 
@@ -167,7 +190,7 @@ class Bench:
         return [agent.receive(max(1.0, deadline - time.monotonic())) for agent in self.streams]
 
     def client_cpu(self) -> float:
-        agents = [*self.streams, *([self.publisher] if self.publisher else [])]
+        agents = [*self.streams, *(a for a in (self.publisher, self._direct) if a is not None)]
         for agent in agents:
             agent.send("cpu")
         return sum(agent.receive(30)["cpu_total_s"] for agent in agents)
@@ -270,7 +293,7 @@ class Bench:
             result["cpu"]["client_us_per_delivery"] = round(client / result["delivered"] * 1e6, 1)
         if result.get("requests") and not result.get("delivered"):
             result["cpu"]["server_us_per_request"] = round(web / result["requests"] * 1e6, 1)
-        result = {"scenario": name, "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        result = {"scenario": name, "server": self.args.server, "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                   "loadavg": [round(x, 2) for x in os.getloadavg()], **result}
         self.report(result)
         return result
@@ -365,14 +388,23 @@ class Bench:
             "span_s": round(span, 3), "deliveries_per_s": round(delivered / span) if span > 0 else None,
         }
 
-    def unicast(self, name: str, n: int, rate: float, duration: float, batch: int, connections: int) -> dict[str, Any]:
+    def unicast(self, name: str, n: int, rate: float, duration: float, batch: int, connections: int,
+                direct: bool = False) -> dict[str, Any]:
+        """Unicast at ``rate`` deliveries/s for ``duration`` s: over HTTP, or with
+        ``direct`` through ``notifier.Publisher`` straight to Redis
+        (``connections`` is then its threads)."""
         ramp = self.ensure_streams(n)
         users = self.open_users
 
         def body() -> dict[str, Any]:
             self.call_streams("reset", 30)
-            pub = self.publish(timeout=duration + 30, kind="unicast", users=users, rate=rate / batch,
-                               duration=duration, batch=batch, connections=connections)
+            if direct:
+                pub = self.direct_publisher().call(
+                    "publish", duration + 90, redis_url=self.redis.url if self.redis else "", users=users,
+                    rate=rate, duration=duration, timeout=duration + 30, threads=connections)
+            else:
+                pub = self.publish(timeout=duration + 30, kind="unicast", users=users, rate=rate / batch,
+                                   duration=duration, batch=batch, connections=connections)
             progress = self.wait_received(len(pub["sent"]), timeout=10.0)
             arrivals, receivers, duplicates, out_of_order = self.collect(by_user=True)
             latencies: list[float] = []
@@ -383,8 +415,8 @@ class Bench:
             targets: dict[str, set[str]] = {}
             for event_id, _written, user in pub["sent"]:
                 targets.setdefault(event_id, set()).add(user)
-            for event_id, who in receivers.items():
-                misrouted += sum(1 for name in who if name not in targets.get(event_id, set()))
+            for event_id, names in receivers.items():
+                misrouted += sum(1 for name in names if name not in targets.get(event_id, set()))
             for event_id, written, user in pub["sent"]:
                 times = arrivals.get(event_id, [])
                 for at, who in zip(times, receivers.get(event_id, [])):
@@ -403,7 +435,7 @@ class Bench:
             # every request on the schedule sent and answered 202, and the
             # rate measured within 2% of the rate offered.
             offered = int(duration * rate / batch) * batch  # what the open-loop schedule holds
-            kept_up = (len(pub["sent"]) == offered == delivered and set(pub["statuses"]) == {"202"}
+            kept_up = (len(pub["sent"]) == offered == delivered and set(pub["statuses"]) <= ACCEPTED_STATUSES
                        and misrouted == 0 and pub["lateness_max_s"] < KEPT_UP_LATENESS_S
                        and measured >= (1 - KEPT_UP_SHORTFALL) * rate)
             return {
@@ -422,6 +454,45 @@ class Bench:
                 "kept_up_with_per_s": rate if kept_up else None,
             }
         return self.measure(name, body)
+
+    def direct_publisher(self) -> AgentHandle:
+        if self.redis is None or self.args.redis == "cluster":
+            raise SystemExit("the direct scenario needs the bench's own single Redis or Sentinel set (no --url)")
+        if self._direct is None:
+            self._direct = AgentHandle("direct", self.url or "", self.secret, 4096)
+        return self._direct
+
+    def unicast_max(self, n: int, rates: list[float], duration: float, connections: int) -> dict[str, Any]:
+        """The highest unicast rate held: each rate of ``rates`` in turn for
+        ``duration`` s, until one is not held (not all delivered on schedule,
+        or p99 latency 100 ms or more). Each step is its own result line too."""
+        steps: list[dict[str, Any]] = []
+        best: dict[str, Any] | None = None
+        for rate in rates:
+            step = self.unicast("unicast_step", n, rate, duration, 1, connections)
+            held = bool(step.get("kept_up_with_per_s")) and (lookup(step, "latency.p99_ms") or 1e9) < MAX_P99_MS
+            steps.append({"rate": rate, "held": held, "deliveries_per_s": step.get("deliveries_per_s"),
+                          "lost": step.get("lost"), "latency_p50_ms": lookup(step, "latency.p50_ms"),
+                          "latency_p99_ms": lookup(step, "latency.p99_ms"),
+                          "http_p50_ms": lookup(step, "http_ms.p50_ms"), "http_p99_ms": lookup(step, "http_ms.p99_ms"),
+                          "server_us_per_delivery": lookup(step, "cpu.server_us_per_delivery"),
+                          "server_cores": lookup(step, "cpu.server_cores"),
+                          "client_cores": lookup(step, "cpu.client_cores")})
+            if not held:
+                break
+            best = step
+        result = {"scenario": "unicast_max", "server": self.args.server,
+                  "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                  "params": {"streams": n, "step_s": duration, "publish_connections": connections,
+                             "held_means": f"all delivered on schedule, p99 < {MAX_P99_MS} ms"},
+                  "held_per_s": best["params"]["target_deliveries_per_s"] if best else None,
+                  "at_held": None if best is None else {
+                      "latency_p50_ms": lookup(best, "latency.p50_ms"), "latency_p99_ms": lookup(best, "latency.p99_ms"),
+                      "http_p50_ms": lookup(best, "http_ms.p50_ms"),
+                      "server_us_per_delivery": lookup(best, "cpu.server_us_per_delivery")},
+                  "lost_total": sum(step["lost"] or 0 for step in steps), "steps": steps}
+        self.report(result)
+        return result
 
     def publish_rate(self, n: int, duration: float, connections: int) -> dict[str, Any]:
         ramp = self.ensure_streams(n)
@@ -510,10 +581,12 @@ class Bench:
 
     def run(self) -> None:
         a = self.args
-        wanted = [s for s in SCENARIOS if s in (a.scenarios or SCENARIOS)]
+        wanted = [s for s in SCENARIOS if s in (a.scenarios or DEFAULT_SCENARIOS)]
+        if a.server == "nchan":
+            wanted = [s for s in wanted if s not in NOTIFIER_ONLY]
         print(f"# notifier bench {self.run_id}: {', '.join(wanted)}; machine {json.dumps(machine())}", file=sys.stderr)
         self.report({"scenario": "machine", **machine(), "url": "local" if a.url is None else "external",
-                     "workers": a.workers, "client_procs": a.client_procs, "client_loop": event_loop_name()})
+                     "server": a.server, "workers": a.workers, "client_procs": a.client_procs, "client_loop": event_loop_name()})
         if "connect" in wanted:
             self.connect()
         if "broadcast" in wanted:
@@ -529,6 +602,12 @@ class Bench:
             self.broadcast("fanout", a.fanout_streams, a.fanout_events, None, a.fanout_connections)
         if "churn" in wanted:
             self.churn(a.churn_stable, a.churn_streams, a.churn_rounds)
+        if "unicast_max" in wanted:
+            rates = [float(r) for r in a.search_rates.split(",")]
+            self.unicast_max(a.unicast_streams or a.streams, rates, a.search_duration, a.publish_connections)
+        if "direct" in wanted:
+            self.unicast("direct", a.unicast_streams or a.streams, a.direct_rate, a.duration, 1, a.direct_threads,
+                         direct=True)
         if "publish" in wanted:
             self.close_streams()
             self.publish_rate(0, a.duration, a.publish_connections)
@@ -539,6 +618,7 @@ class Bench:
 # Reporting
 # ---------------------------------------------------------------------------
 
+MAX_P99_MS = 100  # the unicast rate search: a rate is held only with p99 latency under this
 KEPT_UP_LATENESS_S = 0.5  # the open-loop publisher fell no further behind its schedule
 KEPT_UP_SHORTFALL = 0.02  # delivered / span may trail the offered rate by this much
 
@@ -644,7 +724,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--churn-stable", type=int, default=4000, help="streams held open during churn (default 4000)")
     p.add_argument("--churn-streams", type=int, default=2000, help="streams opened and closed per churn round")
     p.add_argument("--churn-rounds", type=int, default=20, help="churn rounds (default 20)")
-    p.add_argument("--publish-connections", type=int, default=64, help="publisher keep-alive connections (default 64)")
+    p.add_argument("--publish-connections", type=int, default=16, help="publisher keep-alive connections (default 16)")
+    p.add_argument("--search-rates", default=SEARCH_RATES,
+                   help="unicast_max: deliveries/s tried in turn until one is not held")
+    p.add_argument("--search-duration", type=float, default=5.0, help="unicast_max: seconds per rate (default 5)")
+    p.add_argument("--direct-rate", type=float, default=5000, help="direct: deliveries/s offered (default 5000)")
+    p.add_argument("--direct-threads", type=int, default=8, help="direct: publisher threads (default 8)")
+    p.add_argument("--server", choices=("notifier", "nchan"), default="notifier",
+                   help="what the bench starts and measures: notifier (gunicorn + redis) or Nchan (nginx)")
     p.add_argument("--hold", type=float, default=20.0, help="seconds to hold idle streams in connect (default 20)")
     p.add_argument("--connect-concurrency", type=int, default=1000, help="handshakes in flight, all clients (default 1000)")
     p.add_argument("--connect-timeout", type=float, default=60.0, help="seconds allowed to open all streams")
@@ -659,8 +746,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--shards", type=int, default=3, help="with --redis cluster: masters (default 3)")
     p.add_argument("--url", help="benchmark a running server instead (http://127.0.0.1:PORT)")
     p.add_argument("--secret", help="with --url: the server's HS256 secret (NOTIFIER_JWT_SECRET)")
+    p.add_argument("--profile", action="store_true",
+                   help="run gunicorn under py-spy, profile kept with the results (bench/profile.py)")
     p.add_argument("--out", help="directory for results (default bench/results, gitignored)")
     args = p.parse_args(argv)
+    if args.server == "nchan" and (args.url or args.root or args.redis != "single"):
+        p.error("--server nchan starts its own nginx: no --url, --root or --redis")
     unknown = [s for s in args.scenarios if s not in SCENARIOS]
     if unknown:
         p.error(f"unknown scenario {', '.join(unknown)}: choose from {', '.join(SCENARIOS)}")

@@ -149,7 +149,9 @@ class RedisServer:
 class Gunicorn:
     """``gunicorn -c gunicorn.conf.py wsgi:app`` with gevent workers, as in production."""
 
-    def __init__(self, env: dict[str, str], workers: int, log_path: Path, root: Path = ROOT):
+    def __init__(self, env: dict[str, str], workers: int, log_path: Path, root: Path = ROOT,
+                 wrapper: list[str] | None = None):
+        self.wrapper = wrapper or []  # e.g. a profiler that starts gunicorn as its child
         self.port = free_port()
         self.workers = workers
         self.root = root
@@ -168,7 +170,7 @@ class Gunicorn:
     def start(self) -> Gunicorn:
         self._log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", str(self.root / "gunicorn.conf.py"), "--chdir", str(self.root),
+            [*self.wrapper, sys.executable, "-m", "gunicorn", "-c", str(self.root / "gunicorn.conf.py"), "--chdir", str(self.root),
              "wsgi:app"],
             env=self.env, stdout=self._log, stderr=subprocess.STDOUT, cwd=str(self.root),
         )
@@ -185,20 +187,34 @@ class Gunicorn:
                     return False
         return True
 
+    @property
+    def master_pid(self) -> int | None:
+        if self.process is None:
+            return None
+        if not self.wrapper:
+            return self.process.pid
+        children = children_of(self.process.pid)
+        return children[0] if children else None
+
     def worker_pids(self) -> list[int]:
-        return children_of(self.process.pid) if self.process is not None else []
+        master = self.master_pid
+        return children_of(master) if master is not None else []
 
     def pids(self) -> list[int]:
-        return ([self.process.pid] if self.process is not None else []) + self.worker_pids()
+        master = self.master_pid
+        return ([master] if master is not None else []) + self.worker_pids()
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             workers = self.worker_pids()
-            self.process.send_signal(signal.SIGTERM)
+            master = self.master_pid
+            # The master, not a wrapper: a profiler ends (and writes) when its child does.
+            if master is not None:
+                os.kill(master, signal.SIGTERM)
             try:
                 self.process.wait(40)
             except subprocess.TimeoutExpired:
-                for pid in workers:
+                for pid in [*workers, *([master] if master is not None and self.wrapper else [])]:
                     try:
                         os.kill(pid, signal.SIGKILL)
                     except ProcessLookupError:

@@ -91,7 +91,8 @@ class StreamDecoder:
         self._body = buf[pos:]
         return out[0] if len(out) == 1 else b"".join(out)
 
-    def _blocks(self, data: bytes) -> list[bytes]:
+    def _complete_blocks(self, data: bytes) -> list[bytes]:
+        """The blocks ``data`` completes (blank-line runs dropped, LF line ends)."""
         text = self._sse + data if self._sse else data
         if b"\r" in text:
             # CRLF and CR end lines too; a CR at the very end may be half of a CRLF.
@@ -104,11 +105,12 @@ class StreamDecoder:
             self._sse = text
             return []
         self._sse = text[last + 2:]
+        # runs of blank lines are one separator
+        return [block for block in (b.lstrip(b"\n") for b in text[:last].split(b"\n\n")) if block]
+
+    def _blocks(self, data: bytes) -> list[bytes]:
         ids: list[bytes] = []
-        for block in text[:last].split(b"\n\n"):
-            block = block.lstrip(b"\n")  # runs of blank lines are one separator
-            if not block:
-                continue
+        for block in self._complete_blocks(data):
             if block.startswith(b"id: "):  # notifier's frames: the id line first
                 nl = block.find(b"\n")
                 ids.append(block[4:nl] if nl >= 0 else block[4:])
@@ -132,3 +134,58 @@ class StreamDecoder:
             elif not has_data and event_id is None and block.startswith(b":"):
                 self.comments += 1
         return ids
+
+
+def nchan_marked(raw: bytes) -> tuple[int, int, int]:
+    """An Nchan event id as (channel position, time, tag), to check order.
+
+    A subscriber to several channels sees ids like ``1796212370:[0],-``: the
+    message's time, then one tag per channel, the bracketed one the channel
+    the message came from (``-``: nothing yet); with one time per channel,
+    ``T1,T2:...``. One channel's (time, tag) only grow. A plain ``T:N`` is
+    one channel's.
+    """
+    times, _, tags = raw.partition(b":")
+    tag_list = tags.split(b",")
+    if len(tag_list) == 1 and b"[" not in tags:
+        return 0, int(times), int(tags)
+    time_list = times.split(b",")
+    for position, tag in enumerate(tag_list):
+        if tag.startswith(b"[") and tag.endswith(b"]"):
+            stamp = time_list[position] if len(time_list) > 1 else time_list[0]
+            return position, int(stamp), int(tag[1:-1])
+    raise ProtocolError(f"no channel marked in Nchan id {raw!r}")
+
+
+class NchanDecoder(StreamDecoder):
+    """Nchan's events carry ids of its own, which the publisher is not told
+    reliably (its reply names the channel's last message, which a concurrent
+    publish may already have replaced). So the bench's publisher puts its own
+    key first in the data, ``{"k":"<key>",...``; this returns those keys, and
+    checks Nchan's ids for order itself, per channel (``out_of_order``)."""
+
+    __slots__ = ("_last", "out_of_order")
+
+    KEY = b'data: {"k":"'
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._last: dict[int, tuple[int, int]] = {}
+        self.out_of_order = 0
+
+    def _blocks(self, data: bytes) -> list[bytes]:
+        keys: list[bytes] = []
+        for block in self._complete_blocks(data):
+            if block.startswith(b":"):
+                self.comments += 1
+                continue
+            start = block.find(self.KEY)
+            if not block.startswith(b"id: ") or start < 0:
+                raise ProtocolError(f"unexpected Nchan event {block[:80]!r}")
+            position, stamp, tag = nchan_marked(block[4:block.find(b"\n")])
+            if (stamp, tag) < self._last.get(position, (0, -1)):
+                self.out_of_order += 1
+            self._last[position] = (stamp, tag)
+            start += len(self.KEY)
+            keys.append(block[start:block.find(b'"', start)])
+        return keys

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.wire import ProtocolError, StreamDecoder
+from bench.wire import NchanDecoder, ProtocolError, StreamDecoder, nchan_marked
 
 HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
 
@@ -48,3 +48,34 @@ def test_raw_body_and_error_status() -> None:
 def test_garbage_is_refused() -> None:
     with pytest.raises(ProtocolError):
         StreamDecoder().feed(b"SSH-2.0-OpenSSH\r\n\r\n")
+
+
+
+@pytest.mark.parametrize(("seen", "marked"), [
+    (b"1796212370:[0],-", (0, 1796212370, 0)),   # the user's channel, nothing on broadcast yet
+    (b"1796212372:0,[14]", (1, 1796212372, 14)),  # from broadcast
+    (b"1796212371,1796212370:-,[3]", (1, 1796212370, 3)),  # one time per channel
+    (b"1796212286:7", (0, 1796212286, 7)),        # one channel
+])
+def test_nchan_ids_name_their_channel_time_and_tag(seen: bytes, marked: tuple[int, int, int]) -> None:
+    assert nchan_marked(seen) == marked
+
+
+def test_an_nchan_id_with_no_channel_marked_is_refused() -> None:
+    with pytest.raises(ProtocolError):
+        nchan_marked(b"1796212370:0,0")
+
+
+def test_nchan_events_give_the_publisher_s_keys_and_their_order_is_checked_per_channel() -> None:
+    decoder = NchanDecoder()
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n"
+    body = (b": hi\n\n"
+            b'id: 5:[0],-\ndata: {"k":"7-0","user_id":"u"}\n\n'
+            b'id: 5:0,[0]\ndata: {"k":"8-0","broadcast":true}\n\n'
+            b'id: 6:[0],0\ndata: {"k":"9-0"}\n\n'
+            b'id: 5:[1],0\ndata: {"k":"10-0"}\n\n'  # older than 6:0 on the same channel
+            b": \n\n")
+    keys = [key for i in range(0, len(head + body), 7) for key in decoder.feed((head + body)[i:i + 7])]
+    assert keys == [b"7-0", b"8-0", b"9-0", b"10-0"]
+    assert decoder.out_of_order == 1
+    assert decoder.comments == 2
