@@ -9,15 +9,19 @@ notices a gone client instead) and callbacks run in a raw greenlet.
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import gevent
+import greenlet
 
 from .versions import Tested
 
 TESTED = Tested("gevent", "26.9", "27")
 ACTIVE = TESTED.active
+
+T = TypeVar("T")
 
 READ = 1  # libev's EV_READ and libuv's UV_READABLE
 
@@ -60,3 +64,22 @@ def public_call_after_this_turn(callback: Callable[[], None]) -> None:
 
 watch_readable = fast_watch_readable if ACTIVE else public_watch_readable
 call_after_this_turn = fast_call_after_this_turn if ACTIVE else public_call_after_this_turn
+
+
+def on_fresh_stack(function: Callable[..., T], *args: Any) -> T:
+    """``function(*args)`` in a greenlet of its own that ends with it: its
+    return value, or its exception raised here. The caller waits (the
+    function may wait on I/O: other greenlets run meanwhile).
+
+    Why: each greenlet keeps the Python frame stack it grew to (CPython
+    allocates it in 16 KiB chunks and keeps the pages it touched) for as long
+    as it lives. A stream's greenlet lives for hours but only needs a shallow
+    stack once the stream is open; the deep work of opening it (Flask's
+    dispatch, token checks, Redis) done here leaves that stack behind with
+    this greenlet. Public greenlet API only: a child greenlet returns to its
+    parent when it ends. ``contextvars`` (Flask's request context) are copied
+    in.
+    """
+    child = greenlet.greenlet(contextvars.copy_context().run)
+    result: T = child.switch(function, *args)
+    return result
