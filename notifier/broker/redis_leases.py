@@ -3,7 +3,9 @@ whose members are the user's open streams, each scored with the time its
 lease runs out (Redis' clock, so pods with skewed clocks agree).
 
 Taking a lease first drops the expired ones, then counts, then adds: one
-script, so two pods cannot both take the last place. Each process renews
+script, so two pods cannot both take the last place. The leases asked for
+in one turn of the event loop go to Redis together, in one pipeline (a ramp
+of thousands of streams pays a round trip per batch, not per stream). Each process renews
 the leases it holds every third of their lifetime, in one round trip for
 all of them; a process that dies stops renewing and its leases run out, so
 a count never leaks.
@@ -16,6 +18,8 @@ from collections.abc import Callable
 
 import gevent
 import redis
+from gevent.event import AsyncResult
+from redis.exceptions import NoScriptError
 
 from ..channels import ChannelNames
 from . import HeldLeases
@@ -61,16 +65,50 @@ class RedisStreamLeases:
         # nothing may block) and thousands come at once in a drain.
         self._released: list[tuple[str, str]] = []
         self._remover: gevent.Greenlet | None = None
+        # Leases asked for and not yet sent: (key, lease id, limit, where the answer goes).
+        self._wanted: list[tuple[str, str, int, AsyncResult]] = []
+        self._acquirer: gevent.Greenlet | None = None
 
     def _key(self, user_id: str) -> str:
         return self.names.stream_leases_key(user_id)
 
     def acquire(self, user_id: str, lease_id: str, limit: int) -> bool:
+        answer: AsyncResult = AsyncResult()
+        self._wanted.append((self._key(user_id), lease_id, limit, answer))
+        if self._acquirer is None:
+            self._acquirer = gevent.spawn(self._acquire_wanted)
         with outage_is_unavailable():
-            taken = self._acquire(keys=[self._key(user_id)], args=[lease_id, limit, self.lease_ms])
+            taken = answer.get()  # raises what the batch's round trip raised
         if taken:
             self.held.add(user_id, lease_id)
         return bool(taken)
+
+    def _acquire_wanted(self) -> None:
+        """Send the leases asked for so far in one pipeline, until none are left."""
+        try:
+            while self._wanted:
+                batch, self._wanted = self._wanted, []
+                try:
+                    pipe = self.client.pipeline(transaction=False)
+                    for key, lease_id, limit, _ in batch:
+                        self._acquire(keys=[key], args=[lease_id, limit, self.lease_ms], client=pipe)
+                    replies = pipe.execute(raise_on_error=False)
+                except Exception as exc:  # noqa: BLE001 - every waiter gets it; none may hang
+                    for *_, answer in batch:
+                        answer.set_exception(exc)
+                    continue
+                for (key, lease_id, limit, answer), reply in zip(batch, replies):
+                    if isinstance(reply, NoScriptError):  # a node that never ran it: one call loads it
+                        try:
+                            reply = self._acquire(keys=[key], args=[lease_id, limit, self.lease_ms])
+                        except redis.RedisError as exc:
+                            reply = exc
+                    if isinstance(reply, BaseException):
+                        answer.set_exception(reply)
+                    else:
+                        answer.set(reply)
+        finally:
+            self._acquirer = None
 
     def release(self, user_id: str, lease_id: str) -> None:
         self.held.discard(user_id, lease_id)
