@@ -57,6 +57,16 @@ def test_a_user_holds_at_most_the_limit_and_a_release_frees_a_place(leases: Stre
     assert not leases.acquire("alice", "s6", 3)
 
 
+def test_leases_asked_for_at_once_still_hold_each_user_to_the_limit(leases: StreamLeases) -> None:
+    """Thirty streams of two users opening in the same turn of the loop (the
+    Redis leases go in one pipeline): each user gets exactly the limit."""
+    asks = [(user, gevent.spawn(leases.acquire, user, f"{user}-{i}", 5)) for i in range(15) for user in ("alice", "bob")]
+    gevent.joinall([ask for _, ask in asks], timeout=10)
+    assert all(ask.successful() for _, ask in asks)
+    taken = {user: sum(1 for u, ask in asks if u == user and ask.value is True) for user in ("alice", "bob")}
+    assert taken == {"alice": 5, "bob": 5}
+
+
 def test_admission_caps_the_worker_first_then_the_user(leases: StreamLeases) -> None:
     admission = StreamAdmission(leases, per_user=2, per_worker=3, retry_after_seconds=4)
     first, _second = admission.admit("alice"), admission.admit("alice")
