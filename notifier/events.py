@@ -18,6 +18,7 @@ history position.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -49,10 +50,21 @@ def format_event_id(event_id: EventId) -> str:
     return f"{event_id[0]}-{event_id[1]}"
 
 
+_second: tuple[int, str] = (-1, "")  # the last whole second formatted, and its text (one tuple: thread-safe)
+
+
 def utc_timestamp(now: datetime | None = None) -> str:
-    """RFC 3339 in UTC with millisecond precision: ``2026-11-29T15:40:00.123Z``."""
-    now = now or datetime.now(timezone.utc)
-    return now.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """RFC 3339 in UTC with millisecond precision: ``2026-11-29T15:40:00.123Z``.
+    Every publish stamps one: the second's text is reused within the second."""
+    if now is not None:
+        return now.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    global _second
+    at = time.time()
+    second = int(at)
+    cached = _second
+    if cached[0] != second:
+        cached = _second = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+    return f"{cached[1]}.{int((at - second) * 1000):03d}Z"
 
 
 @dataclass(frozen=True)

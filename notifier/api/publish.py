@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import IO, TYPE_CHECKING, Any
 
 from flask import Blueprint, Response, request
@@ -163,8 +163,25 @@ class LeanPublish:
         headers.append(("X-Request-ID", request_id))
         headers.append(NOSNIFF)  # what the Flask door adds after every request
         start_response(status_line(status), headers)
-        log_request(request_id, "POST", PUBLISH_PATH, status, started, environ.get("REMOTE_ADDR"))
-        return [reply]
+        return ReplyThenLog(reply, (request_id, "POST", PUBLISH_PATH, status, started, environ.get("REMOTE_ADDR")))
+
+
+class ReplyThenLog:
+    """A reply body whose access line is written once the server has sent it
+    (a WSGI server calls ``close()`` after the last write): the publisher's
+    answer does not wait for the log line. Its duration includes the write."""
+
+    __slots__ = ("line", "reply")
+
+    def __init__(self, reply: bytes, line: tuple[str, str, str, int, float, str | None]):
+        self.reply = reply
+        self.line = line
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield self.reply
+
+    def close(self) -> None:
+        log_request(*self.line)
 
 
 def _content_length(environ: dict[str, Any]) -> int | None:

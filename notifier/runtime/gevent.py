@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
 import gevent
-import greenlet
+import greenlet  # type: ignore[import-untyped]  # ships no type information
 
 from .versions import Tested
 

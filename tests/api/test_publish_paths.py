@@ -145,6 +145,9 @@ def test_the_lean_path_logs_and_counts_like_flask(app, client, flask_calls) -> N
     try:
         ok = client.post("/v1/publish", data=json.dumps({"user_ids": ["a", "b"], "message": "m"}), headers=headers)
         bad = client.post("/v1/publish", data=b'{"message": "x"}', headers=headers)
+        assert collect.records == [], "the access line waits until the reply is sent"
+        ok.close()  # what a WSGI server does after the last write
+        bad.close()
     finally:
         logging.getLogger("notifier.access").removeHandler(collect)
     assert (ok.status_code, bad.status_code) == (202, 422)

@@ -207,3 +207,21 @@ def test_batch_limit_and_expansion() -> None:
     out = _parse([{"user_ids": ["a", "b", "a"], "message": "x"}, {"topic": "orders:1", "message": "y"}])
     assert [(n.target.kind, n.target.name) for n in out] == [("user", "a"), ("user", "b"), ("topic", "orders:1")]
     assert all(n.type == "notification" for n in out)
+
+
+def test_the_publish_timestamp_is_the_current_time_in_rfc_3339_utc_milliseconds() -> None:
+    """The second's text is reused within the second: still the clock's time, to the millisecond."""
+    import re
+    import time as clock
+    from datetime import datetime, timezone
+
+    from notifier.events import utc_timestamp
+
+    for _ in range(3):
+        before = datetime.now(timezone.utc).replace(microsecond=0).timestamp()
+        stamp = utc_timestamp()
+        after = clock.time()
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", stamp)
+        parsed = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc).timestamp()
+        assert before <= parsed <= after
+        clock.sleep(0.4)  # across a second boundary too
