@@ -57,14 +57,13 @@ http {{
   nchan_message_buffer_length 100;
   nchan_message_timeout 1h;
   nchan_subscriber_timeout 0;
-  nchan_subscriber_first_message newest;  # as a notifier stream opened without Last-Event-ID
   server {{
     listen 127.0.0.1:{port} backlog=4096;
     location ~ ^/sub/([A-Za-z0-9_-]+)$ {{
       nchan_subscriber eventsource;
+      nchan_subscriber_first_message newest;  # as a notifier stream opened without Last-Event-ID
       nchan_channel_id $1 broadcast;
-      nchan_eventsource_ping_interval 15;
-      nchan_eventsource_ping_comment "";
+      nchan_eventsource_ping_interval 15;  # Nchan pings with an event (event: ping), not a comment
     }}
     location ~ ^/pub/([A-Za-z0-9_-]+)$ {{
       nchan_publisher http;
@@ -103,15 +102,17 @@ class Nchan:
         # Master in the foreground: its PID is ours to stop, its workers its children.
         self.process = subprocess.Popen([self.binary, "-c", str(config), "-p", self.dir, "-g", "daemon off;"],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_until(lambda: len(self.worker_pids()) == self.workers, 10, "nginx workers")
+        wait_until(lambda: self._ready(probe=False) and len(self.worker_pids()) == self.workers, 10, "nginx workers")
         wait_until(self._ready, 10, f"nchan on port {self.port}")
         return self
 
-    def _ready(self) -> bool:
+    def _ready(self, probe: bool = True) -> bool:
         if self.process is not None and self.process.poll() is not None:
             log = Path(self.dir) / "error.log"
             raise SystemExit(f"nginx exited with {self.process.returncode}: "
                              f"{log.read_text()[-2000:] if log.exists() else ''}")
+        if not probe:
+            return True
         with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
             sock.sendall(b"GET /ready HTTP/1.0\r\n\r\n")
             return sock.recv(64).startswith(b"HTTP/1.1 200")

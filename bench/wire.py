@@ -176,11 +176,13 @@ class NchanDecoder(StreamDecoder):
     def _blocks(self, data: bytes) -> list[bytes]:
         keys: list[bytes] = []
         for block in self._complete_blocks(data):
-            if block.startswith(b":"):
-                self.comments += 1
-                continue
             start = block.find(self.KEY)
-            if not block.startswith(b"id: ") or start < 0:
+            if start < 0:  # a comment, or Nchan's keep-alive ping event (``event: ping``, no id, no data)
+                if block.startswith(b":") or not block.startswith(b"id:"):
+                    self.comments += 1
+                    continue
+                raise ProtocolError(f"unexpected Nchan event {block[:80]!r}")
+            if not block.startswith(b"id: "):
                 raise ProtocolError(f"unexpected Nchan event {block[:80]!r}")
             position, stamp, tag = nchan_marked(block[4:block.find(b"\n")])
             if (stamp, tag) < self._last.get(position, (0, -1)):

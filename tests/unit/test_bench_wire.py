@@ -74,8 +74,9 @@ def test_nchan_events_give_the_publisher_s_keys_and_their_order_is_checked_per_c
             b'id: 5:0,[0]\ndata: {"k":"8-0","broadcast":true}\n\n'
             b'id: 6:[0],0\ndata: {"k":"9-0"}\n\n'
             b'id: 5:[1],0\ndata: {"k":"10-0"}\n\n'  # older than 6:0 on the same channel
-            b": \n\n")
+            b": \n\n"
+            b"event: ping\ndata: \n\n")  # Nchan's keep-alive
     keys = [key for i in range(0, len(head + body), 7) for key in decoder.feed((head + body)[i:i + 7])]
     assert keys == [b"7-0", b"8-0", b"9-0", b"10-0"]
     assert decoder.out_of_order == 1
-    assert decoder.comments == 2
+    assert decoder.comments == 3
