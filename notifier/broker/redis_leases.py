@@ -91,7 +91,10 @@ class RedisStreamLeases:
                 try:
                     pipe = self.client.pipeline(transaction=False)
                     for key, lease_id, limit, _ in batch:
-                        self._acquire(keys=[key], args=[lease_id, limit, self.lease_ms], client=pipe)
+                        # EVALSHA itself, not the Script through the pipeline: that asks
+                        # SCRIPT EXISTS first, a second round trip per batch. A server
+                        # that does not know the script yet answers NOSCRIPT, below.
+                        pipe.evalsha(self._acquire.sha, 1, key, lease_id, limit, self.lease_ms)
                     replies = pipe.execute(raise_on_error=False)
                 except Exception as exc:  # noqa: BLE001 - every waiter gets it; none may hang
                     for *_, answer in batch:

@@ -131,3 +131,11 @@ def test_redis_leases_refuse_with_503_when_redis_is_unreachable(prefix) -> None:
     with pytest.raises(BrokerUnavailable):
         leases.acquire("alice", "s1", 3)
     assert leases.held == {}, "nothing recorded as held"
+
+
+def test_a_redis_that_forgot_the_lease_script_still_grants_leases(redis_server, prefix) -> None:
+    """Leases go as EVALSHA in a pipeline; a server without the script (restarted,
+    SCRIPT FLUSH) answers NOSCRIPT and the lease is taken by loading it."""
+    leases = redis_leases(redis_server.url, prefix)
+    leases.client.script_flush()
+    assert [leases.acquire("alice", f"s{i}", 2) for i in range(3)] == [True, True, False]
