@@ -12,6 +12,7 @@ import re
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
@@ -48,7 +49,16 @@ class JsonFormatter(logging.Formatter):
 
 
 class _StdoutHandler(logging.StreamHandler):
-    """Writes to whatever ``sys.stdout`` is now (it may be replaced after setup)."""
+    """Writes to whatever ``sys.stdout`` is now (it may be replaced after setup).
+
+    In a serving worker (``flush_after_each_turn``) a line is flushed with the
+    others written in the same turn of the event loop: one write to the pipe
+    or file per turn instead of one per line (each publish logs one). A line
+    waits at most that turn; closing the handler (logging's shutdown at
+    exit) flushes at once."""
+
+    _defer: Callable[[Callable[[], None]], None] | None = None
+    _flush_due = False
 
     @property
     def stream(self) -> Any:
@@ -57,6 +67,30 @@ class _StdoutHandler(logging.StreamHandler):
     @stream.setter
     def stream(self, value: Any) -> None:
         pass
+
+    def flush(self) -> None:
+        if self._defer is None:
+            super().flush()
+        elif not self._flush_due:
+            self._flush_due = True
+            self._defer(self._flush_now)
+
+    def _flush_now(self) -> None:
+        self._flush_due = False
+        super().flush()
+
+    def close(self) -> None:
+        self._defer = None
+        super().flush()
+        super().close()
+
+
+def flush_after_each_turn(defer: Callable[[Callable[[], None]], None]) -> None:
+    """notifier's stdout lines (``configure_logging``) flushed once per turn of
+    the event loop, ``defer`` scheduling a call after the current turn."""
+    for handler in logging.getLogger("notifier").handlers:
+        if isinstance(handler, _StdoutHandler):
+            handler._defer = defer
 
 
 def configure_logging(level: str = "INFO") -> None:
