@@ -31,7 +31,7 @@ from .server import ROOT, Gunicorn, Probe, RedisServer, machine
 SCENARIOS = ("connect", "broadcast", "unicast", "batch", "publish", "fanout", "churn", "unicast_max", "direct")
 NOTIFIER_ONLY = ("batch", "direct")  # Nchan has no batch publish and no Python publisher
 DEFAULT_SCENARIOS = SCENARIOS[:7]  # the rate search and the direct publisher only when asked for
-SEARCH_RATES = "1000,1500,2000,2500,3000,4000,5000,6000,8000,10000,12000,14000,17000,20000"
+SEARCH_RATES = "500,750,1000,1250,1500,2000,2500,3000,4000,5000,6000,7000,8000,10000,12000,14000,17000,20000"
 ACCEPTED_STATUSES = {str(status) for status in ACCEPTED}
 RESULTS = ROOT / "bench" / "results"
 
@@ -469,15 +469,18 @@ class Bench:
     def unicast_max(self, n: int, rates: list[float], duration: float, connections: int, direct: bool = False,
                     name: str = "unicast_max") -> dict[str, Any]:
         """The highest unicast rate held: each rate of ``rates`` in turn for
-        ``duration`` s, until one is not held (not all delivered on schedule,
-        or p99 latency 100 ms or more), then 80% of it held twice as long (where
+        ``duration`` s, until one is not held twice in a row (not all delivered
+        on schedule, or p99 latency 100 ms or more), then 80% of it held twice as long (where
         a publish waits below saturation). Each step is its own result line
         too. ``direct``: published with ``notifier.Publisher`` instead of HTTP."""
         steps: list[dict[str, Any]] = []
         best: dict[str, Any] | None = None
         for rate in rates:
-            step = self.unicast(f"{name}_step", n, rate, duration, 1, connections, direct)
-            held = bool(step.get("kept_up_with_per_s")) and (lookup(step, "latency.p99_ms") or 1e9) < MAX_P99_MS
+            for _attempt in range(2):  # a rate missed once (a collection, a noisy neighbour) is tried again
+                step = self.unicast(f"{name}_step", n, rate, duration, 1, connections, direct)
+                held = bool(step.get("kept_up_with_per_s")) and (lookup(step, "latency.p99_ms") or 1e9) < MAX_P99_MS
+                if held or step.get("lost"):
+                    break
             steps.append({"rate": rate, "held": held, "deliveries_per_s": step.get("deliveries_per_s"),
                           "lost": step.get("lost"), "latency_p50_ms": lookup(step, "latency.p50_ms"),
                           "latency_p99_ms": lookup(step, "latency.p99_ms"),
