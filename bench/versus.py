@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     root = RESULTS / f"versus-{stamp}"
-    configs = [("after", [])]
+    configs: list[tuple[str, list[str]]] = [("after", [])]
     if args.before:
         configs.append(("before", ["--root", args.before]))
     configs.append(("nchan", ["--server", "nchan"]))
