@@ -42,7 +42,10 @@ class Profiler:
 
 
 def frame_name(frame: str) -> str:
-    """``func (path/to/module.py)`` -> ``module.py:func``, short enough to read."""
+    """``func (path/to/module.py)`` -> ``module.py:func``, short enough to read;
+    py-spy's ``process 123:"<command line>"`` -> ``process 123`` (no paths)."""
+    if frame.startswith("process ") and ":" in frame:
+        return frame.split(":", 1)[0]
     name, _, where = frame.partition(" (")
     where = where.rstrip(")")
     return f"{where.rsplit('/', 1)[-1]}:{name}" if where else name
