@@ -459,13 +459,16 @@ class DirectPublisherAgent(Agent):
     Publisher), one event per call, open loop at ``rate``."""
 
     async def cmd_publish(self, redis_url: str, users: list[str], rate: float, duration: float, timeout: float,
-                          threads: int = 8, seed: int = 1, message_bytes: int = 40) -> dict[str, Any]:
+                          threads: int = 8, seed: int = 1, message_bytes: int = 40, part: int = 0,
+                          parts: int = 1) -> dict[str, Any]:
+        """Events ``part``, ``part + parts``, ... of the schedule (several such
+        processes share one: one Python process publishes only so fast)."""
         return await asyncio.to_thread(self._publish, redis_url, users, rate, duration, timeout, threads, seed,
-                                       message_bytes)
+                                       message_bytes, part, parts)
 
     @staticmethod
     def _publish(redis_url: str, users: list[str], rate: float, duration: float, timeout: float, threads: int,
-                 seed: int, message_bytes: int) -> dict[str, Any]:
+                 seed: int, message_bytes: int, part: int, parts: int) -> dict[str, Any]:
         import threading
 
         from notifier import Publisher
@@ -484,7 +487,7 @@ class DirectPublisherAgent(Agent):
 
         def run(k: int) -> None:
             publisher = publishers[k]
-            for i in range(k, total, threads):
+            for i in range(part + k * parts, total, threads * parts):
                 delay = start + i / rate - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)

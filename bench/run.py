@@ -101,7 +101,7 @@ class Bench:
         self.open_users: list[str] = []
         self.streams: list[AgentHandle] = []
         self.publisher: AgentHandle | None = None
-        self._direct: AgentHandle | None = None
+        self._direct: list[AgentHandle] = []
         self.profiler: Any = None
         self.results: list[dict[str, Any]] = []
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
@@ -171,7 +171,7 @@ class Bench:
         return RedisServer().start()
 
     def stop(self) -> None:
-        for agent in [*self.streams, *(a for a in (self.publisher, self._direct) if a is not None)]:
+        for agent in [*self.streams, *([self.publisher] if self.publisher else []), *self._direct]:
             agent.stop()
         if self.gunicorn is not None:
             self.gunicorn.stop()
@@ -190,7 +190,7 @@ class Bench:
         return [agent.receive(max(1.0, deadline - time.monotonic())) for agent in self.streams]
 
     def client_cpu(self) -> float:
-        agents = [*self.streams, *(a for a in (self.publisher, self._direct) if a is not None)]
+        agents = [*self.streams, *([self.publisher] if self.publisher else []), *self._direct]
         for agent in agents:
             agent.send("cpu")
         return sum(agent.receive(30)["cpu_total_s"] for agent in agents)
@@ -403,9 +403,20 @@ class Bench:
         def body() -> dict[str, Any]:
             self.call_streams("reset", 30)
             if direct:
-                pub = self.direct_publisher().call(
-                    "publish", duration + 90, redis_url=self.redis.url if self.redis else "", users=users,
-                    rate=rate, duration=duration, timeout=duration + 30, threads=connections)
+                agents = self.direct_publishers()
+                for part, agent in enumerate(agents):
+                    agent.send("publish", redis_url=self.redis.url if self.redis else "", users=users, rate=rate,
+                               duration=duration, timeout=duration + 30, threads=connections, part=part,
+                               parts=len(agents))
+                replies = [agent.receive(duration + 90) for agent in agents]
+                pub = {"sent": [item for r in replies for item in r["sent"]],
+                       "http_latencies": [t for r in replies for t in r["http_latencies"]],
+                       "statuses": {}, "requests": sum(r["requests"] for r in replies),
+                       "elapsed_s": max(r["elapsed_s"] for r in replies),
+                       "lateness_max_s": max(r["lateness_max_s"] for r in replies)}
+                for reply in replies:
+                    for key, count in reply["statuses"].items():
+                        pub["statuses"][key] = pub["statuses"].get(key, 0) + count
             else:
                 pub = self.publish(timeout=duration + 30, kind="unicast", users=users, rate=rate / batch,
                                    duration=duration, batch=batch, connections=connections)
@@ -459,11 +470,12 @@ class Bench:
             }
         return self.measure(name, body)
 
-    def direct_publisher(self) -> AgentHandle:
+    def direct_publishers(self) -> list[AgentHandle]:
         if self.redis is None or self.args.redis == "cluster":
             raise SystemExit("the direct scenario needs the bench's own single Redis or Sentinel set (no --url)")
-        if self._direct is None:
-            self._direct = AgentHandle("direct", self.url or "", self.secret, 4096)
+        if not self._direct:
+            self._direct = [AgentHandle("direct", self.url or "", self.secret, 4096)
+                            for _ in range(self.args.direct_procs)]
         return self._direct
 
     def unicast_max(self, n: int, rates: list[float], duration: float, connections: int, direct: bool = False,
@@ -748,7 +760,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--search-rates", default=SEARCH_RATES,
                    help="unicast_max: deliveries/s tried in turn until one is not held")
     p.add_argument("--search-duration", type=float, default=5.0, help="unicast_max: seconds per rate (default 5)")
-    p.add_argument("--direct-threads", type=int, default=8, help="direct: publisher threads (default 8)")
+    p.add_argument("--direct-threads", type=int, default=4, help="direct: threads per publisher process (default 4)")
+    p.add_argument("--direct-procs", type=int, default=2, help="direct: publisher processes (default 2)")
     p.add_argument("--server", choices=("notifier", "nchan"), default="notifier",
                    help="what the bench starts and measures: notifier (gunicorn + redis) or Nchan (nginx)")
     p.add_argument("--hold", type=float, default=20.0, help="seconds to hold idle streams in connect (default 20)")
