@@ -61,6 +61,7 @@ ROWS: list[Row] = [
      lambda r: r <= 4),
     ("... latency p50 / p99 (ms)", "unicast", "latency", "", None),
     ("Python Publisher, highest rate held (deliveries/s)", "direct", "held_per_s", "> Nchan's HTTP unicast", None),
+    ("... server CPU per delivery there (us)", "direct", "at_held.server_us_per_delivery", "", None),
 ]
 LOSS_FIELDS = ("lost", "duplicates", "misrouted", "out_of_order", "unexpected")
 
