@@ -19,7 +19,7 @@ from collections.abc import Callable
 import gevent
 import redis
 from gevent.event import AsyncResult
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, RedisClusterException
 
 from ..channels import ChannelNames
 from . import HeldLeases
@@ -58,6 +58,9 @@ class RedisStreamLeases:
         self.lease_ms = int(lease_seconds * 1000)
         self.held = HeldLeases()
         self._acquire = client.register_script(ACQUIRE_SCRIPT)
+        # redis-py's Cluster pipeline refuses scripts (EVALSHA is "blocked in
+        # cluster mode"): on a Cluster each lease is its own call.
+        self._pipelines = not isinstance(client, redis.RedisCluster)
         self._renew = client.register_script(RENEW_SCRIPT)
         self._renewer: gevent.Greenlet | None = None
         # Released leases not yet removed in Redis: removed by one greenlet
@@ -73,6 +76,12 @@ class RedisStreamLeases:
         return self.names.stream_leases_key(user_id)
 
     def acquire(self, user_id: str, lease_id: str, limit: int) -> bool:
+        if not self._pipelines:
+            with outage_is_unavailable():
+                taken = self._acquire(keys=[self._key(user_id)], args=[lease_id, limit, self.lease_ms])
+            if taken:
+                self.held.add(user_id, lease_id)
+            return bool(taken)
         answer: AsyncResult = AsyncResult()
         self._wanted.append((self._key(user_id), lease_id, limit, answer))
         if self._acquirer is None:
@@ -138,6 +147,10 @@ class RedisStreamLeases:
         """Renew every lease this process holds, in one round trip."""
         if not self.held:
             return
+        if not self._pipelines:  # one call per user, each to its key's shard
+            for user_id, leases in list(self.held.items()):
+                self._renew(keys=[self._key(user_id)], args=[self.lease_ms, *leases])
+            return
         pipe = self.client.pipeline(transaction=False)
         for user_id, leases in list(self.held.items()):
             self._renew(keys=[self._key(user_id)], args=[self.lease_ms, *leases], client=pipe)
@@ -157,5 +170,5 @@ class RedisStreamLeases:
             sleep(interval)
             try:
                 self.renew()
-            except redis.RedisError as exc:
+            except (redis.RedisError, RedisClusterException) as exc:  # the latter is not a RedisError
                 log.warning("could not renew stream leases: %s", exc.__class__.__name__)

@@ -15,6 +15,7 @@ import pytest
 from notifier.admission import StreamAdmission
 from notifier.broker import StreamLeases
 from notifier.broker.memory import MemoryStreamLeases
+from notifier.broker.redis_connect import make_cluster_client
 from notifier.broker.redis_leases import RedisStreamLeases
 from notifier.broker.redis_store import make_client
 from notifier.channels import ChannelNames
@@ -27,11 +28,15 @@ def redis_leases(url: str, prefix: str, lease_seconds: float = 60) -> RedisStrea
     return RedisStreamLeases(make_client(url, 1), ChannelNames(prefix), lease_seconds)
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "cluster"])
 def leases(request: Any, prefix: str) -> Iterator[StreamLeases]:
     implementation: Any
     if request.param == "memory":
         implementation = MemoryStreamLeases()
+    elif request.param == "cluster":
+        # redis-py's Cluster pipeline refuses scripts: leases there are one call each.
+        client = make_cluster_client(request.getfixturevalue("redis_cluster").url, 2)
+        implementation = RedisStreamLeases(client, ChannelNames(prefix, hash_tags=True), 60)
     else:
         implementation = redis_leases(request.getfixturevalue("redis_server").url, prefix)
     implementation.start()
@@ -139,3 +144,17 @@ def test_a_redis_that_forgot_the_lease_script_still_grants_leases(redis_server, 
     leases = redis_leases(redis_server.url, prefix)
     leases.client.script_flush()
     assert [leases.acquire("alice", f"s{i}", 2) for i in range(3)] == [True, True, False]
+
+
+def test_leases_on_a_cluster_are_renewed(redis_cluster, prefix) -> None:
+    """Renewal went through a pipeline, which a Cluster refuses for scripts:
+    the renewer died and the leases ran out after their lifetime."""
+    client = make_cluster_client(redis_cluster.url, 2)
+    leases = RedisStreamLeases(client, ChannelNames(prefix, hash_tags=True), lease_seconds=2)
+    assert leases.acquire("alice", "s1", 1) and leases.acquire("bob", "s1", 1)
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        leases.renew()
+        gevent.sleep(0.5)
+    assert not leases.acquire("alice", "s2", 1), "alice's lease was renewed past its 2 s"
+    assert not leases.acquire("bob", "s2", 1)
