@@ -80,6 +80,8 @@ class _StdoutHandler(logging.StreamHandler):
         try:
             sys.stdout.write(_LINE.encode(line) + self.terminator)
             self.flush()
+        except Exception:  # noqa: BLE001 - as emit: a log line never fails the request it describes
+            self.handleError(logging.makeLogRecord({"name": logger_name, "msg": message, **fields}))
         finally:
             self.release()
 
@@ -88,11 +90,18 @@ class _StdoutHandler(logging.StreamHandler):
             super().flush()
         elif not self._flush_due:
             self._flush_due = True
-            self._defer(self._flush_now)
+            try:
+                self._defer(self._flush_now)
+            except BaseException:
+                self._flush_due = False
+                raise
 
     def _flush_now(self) -> None:
         self._flush_due = False
-        super().flush()
+        try:
+            super().flush()
+        except Exception:  # noqa: BLE001 - a closed or broken stdout: as emit, never up into the loop
+            self.handleError(logging.makeLogRecord({"name": "notifier", "msg": "flush"}))
 
     def close(self) -> None:
         self._defer = None
@@ -170,7 +179,8 @@ def _only_route(logger: logging.Logger) -> _StdoutHandler | None:
     chain, the same bytes (tests/unit/test_logging_flush.py). Every publish
     writes one; the logging machinery was most of its cost."""
     parent = logger.parent
-    if logger.handlers or logger.filters or logger.disabled or parent is None or parent.name != "notifier":
+    if logger.handlers or logger.filters or logger.disabled or not logger.propagate or parent is None \
+            or parent.name != "notifier":
         return None
     handlers = parent.handlers
     if len(handlers) != 1 or parent.filters or parent.propagate or parent.disabled:

@@ -92,9 +92,9 @@ def post_worker_init(worker: Any) -> None:
     if not lifecycle.serving():
         return  # no notifier app in this worker
     from .logs import adopt_handlers, flush_after_each_turn
-    from .runtime.gevent import call_after_this_turn
+    from .runtime.gevent import after_this_turn_here
 
-    flush_after_each_turn(call_after_this_turn)
+    flush_after_each_turn(after_this_turn_here())
     # gunicorn's error log is a logger of that name (its documented logconfig name).
     if adopt_handlers(logging.getLogger("gunicorn.error")):
         worker.log.info("notifier: logging to gunicorn's error log (the app configured no logging)")

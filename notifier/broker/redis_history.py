@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
-from redis.exceptions import ClusterDownError
+from redis.exceptions import ClusterDownError, RedisClusterException
 
 from ..channels import ChannelNames
 from ..envelope import decode
@@ -76,7 +76,8 @@ def outage_is_unavailable() -> Iterator[None]:
     any other Redis error is a bug of ours and stays one."""
     try:
         yield
-    except (redis.ConnectionError, redis.TimeoutError, ClusterDownError) as exc:
+    # A Cluster none of whose nodes answers raises RedisClusterException, which is not a RedisError.
+    except (redis.ConnectionError, redis.TimeoutError, ClusterDownError, RedisClusterException) as exc:
         log.warning("history read failed: %s", exc.__class__.__name__)
         raise BrokerUnavailable() from None
 

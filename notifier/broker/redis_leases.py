@@ -113,7 +113,7 @@ class RedisStreamLeases:
                     if isinstance(reply, NoScriptError):  # a node that never ran it: one call loads it
                         try:
                             reply = self._acquire(keys=[key], args=[lease_id, limit, self.lease_ms])
-                        except redis.RedisError as exc:
+                        except Exception as exc:  # noqa: BLE001 - its waiter gets it; none may hang
                             reply = exc
                     if isinstance(reply, BaseException):
                         answer.set_exception(reply)
@@ -148,8 +148,14 @@ class RedisStreamLeases:
         if not self.held:
             return
         if not self._pipelines:  # one call per user, each to its key's shard
+            failed: Exception | None = None
             for user_id, leases in list(self.held.items()):
-                self._renew(keys=[self._key(user_id)], args=[self.lease_ms, *leases])
+                try:
+                    self._renew(keys=[self._key(user_id)], args=[self.lease_ms, *leases])
+                except (redis.RedisError, RedisClusterException) as exc:
+                    failed = exc  # one shard down: the users on the others are still renewed
+            if failed is not None:
+                raise failed
             return
         pipe = self.client.pipeline(transaction=False)
         for user_id, leases in list(self.held.items()):

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
 import gevent
+import gevent.monkey
 import greenlet  # type: ignore[import-untyped]  # ships no type information
 
 from .versions import Tested
@@ -81,5 +82,28 @@ def on_fresh_stack(function: Callable[..., T], *args: Any) -> T:
     in.
     """
     child = greenlet.greenlet(contextvars.copy_context().run)
-    result: T = child.switch(function, *args)
+    try:
+        result: T = child.switch(function, *args)
+    except BaseException:
+        # Killed while the child waits (gunicorn's graceful timeout): the
+        # child must unwind too, releasing what it took, or it would finish
+        # later and switch into whatever this greenlet waits on by then.
+        if not child.dead:
+            child.throw()  # GreenletExit: returned here, not raised, once the child ends
+        raise
     return result
+
+
+def after_this_turn_here() -> Callable[[Callable[[], None]], None]:
+    """A scheduler for the event loop of the calling OS thread: a callback
+    asked for from that thread runs after the loop's current turn; asked for
+    from any other thread (whose loop would never run it), at once."""
+    native_ident = gevent.monkey.get_original("_thread", "get_ident")
+    owner = native_ident()
+
+    def defer(callback: Callable[[], None]) -> None:
+        if native_ident() == owner:
+            call_after_this_turn(callback)
+        else:
+            callback()
+    return defer

@@ -225,3 +225,16 @@ def test_the_publish_timestamp_is_the_current_time_in_rfc_3339_utc_milliseconds(
         parsed = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc).timestamp()
         assert before <= parsed <= after
         clock.sleep(0.4)  # across a second boundary too
+
+
+def test_a_cluster_no_node_of_which_answers_is_an_outage_not_a_bug() -> None:
+    """redis-py raises RedisClusterException (not a RedisError) when it cannot
+    reach any node: a 503 for the client, like any other outage."""
+    import pytest
+    from redis.exceptions import RedisClusterException
+
+    from notifier.broker.redis_history import outage_is_unavailable
+    from notifier.errors import BrokerUnavailable
+
+    with pytest.raises(BrokerUnavailable), outage_is_unavailable():
+        raise RedisClusterException("Redis Cluster cannot be connected")

@@ -10,6 +10,7 @@ import sys
 import textwrap
 
 import gevent
+import gevent.event
 import pytest
 
 from notifier.runtime.gevent import on_fresh_stack
@@ -73,3 +74,43 @@ def test_a_waiting_greenlet_keeps_less_memory_when_its_deep_work_ran_on_a_fresh_
     per_greenlet = {mode: int(subprocess.run([sys.executable, "-c", script, mode], capture_output=True, text=True,
                                              check=True, timeout=60).stdout) for mode in ("in_place", "fresh")}
     assert per_greenlet["in_place"] - per_greenlet["fresh"] >= 4096, per_greenlet
+
+
+def test_a_caller_killed_while_the_function_waits_unwinds_the_function_too() -> None:
+    """gunicorn kills a handler at its graceful timeout: the opening it was
+    waiting for must unwind (and release what it took), not finish later and
+    switch into whatever the killed caller waits on by then."""
+    events: list[str] = []
+    never = gevent.event.Event()
+
+    def opening() -> str:
+        try:
+            never.wait()
+            return "opened"
+        finally:
+            events.append("opening unwound")
+
+    caller = gevent.spawn(on_fresh_stack, opening)
+    gevent.sleep(0.01)
+    caller.kill(block=True, timeout=5)
+    assert caller.dead
+    assert events == ["opening unwound"]
+    gevent.sleep(0.01)  # nothing left to switch anywhere
+    assert events == ["opening unwound"]
+
+
+def test_log_flushes_asked_for_from_another_thread_run_at_once() -> None:
+    import threading
+
+    from notifier.runtime.gevent import after_this_turn_here
+
+    defer = after_this_turn_here()
+    ran: list[str] = []
+    defer(lambda: ran.append("loop"))
+    assert ran == [], "on the loop's own thread: after this turn"
+    gevent.sleep(0)
+    assert ran == ["loop"]
+    worker = threading.Thread(target=defer, args=(lambda: ran.append("thread"),))
+    worker.start()
+    worker.join(5)
+    assert ran == ["loop", "thread"], "another thread's loop would never run it"

@@ -110,3 +110,20 @@ def test_an_access_handler_of_the_host_still_gets_a_record(stdout: CountingStdou
         logging.getLogger("notifier.access").removeHandler(keep)
     assert [getattr(r, "request_id", None) for r in seen] == ["req-2"]
     assert '"request_id": "req-2"' in stdout.getvalue(), "and the stdout line too (it propagates)"
+
+
+def test_a_broken_stdout_never_fails_the_request_its_line_describes(
+        stdout: CountingStdout, monkeypatch: pytest.MonkeyPatch) -> None:
+    import time as clock
+
+    from notifier.logs import log_request
+
+    class Broken(CountingStdout):
+        def write(self, text: str) -> int:
+            raise BrokenPipeError("stdout closed")
+
+    monkeypatch.setattr(sys, "stdout", Broken())
+    ours = [h for h in logging.getLogger("notifier").handlers if isinstance(h, _StdoutHandler)]
+    monkeypatch.setattr(logging.getLogger("notifier"), "handlers", ours)
+    monkeypatch.setattr(logging, "raiseExceptions", False)  # as in production: reported, not raised
+    log_request("req-3", "POST", "/v1/publish", 202, clock.monotonic(), None)  # does not raise
