@@ -27,14 +27,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
-from .server import children_of, free_port, wait_until
+from .server import children_of, free_port, stop_server, wait_until
 
 MODULE = Path("/usr/lib/nginx/modules/ngx_nchan_module.so")
 
@@ -125,16 +124,6 @@ class Nchan:
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)  # nginx: fast shutdown
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                for pid in self.worker_pids():
-                    try:
-                        os.kill(pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
-                self.process.kill()
-                self.process.wait(10)
+            stop_server(self.process, self.process.pid, self.worker_pids(), 10)  # SIGTERM: nginx's fast shutdown
         time.sleep(0.1)
         shutil.rmtree(self.dir, ignore_errors=True)

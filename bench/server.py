@@ -206,23 +206,32 @@ class Gunicorn:
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
-            workers = self.worker_pids()
             master = self.master_pid
             # The master, not a wrapper: a profiler ends (and writes) when its child does.
-            if master is not None:
-                os.kill(master, signal.SIGTERM)
-            try:
-                self.process.wait(40)
-            except subprocess.TimeoutExpired:
-                for pid in [*workers, *([master] if master is not None and self.wrapper else [])]:
-                    try:
-                        os.kill(pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
-                self.process.kill()
-                self.process.wait(10)
+            stop_server(self.process, master, [*self.worker_pids(), *([master] if master and self.wrapper else [])], 40)
         if self._log is not None:
             self._log.close()
+
+
+def stop_server(process: subprocess.Popen[bytes], master: int | None, children: list[int], grace: float) -> None:
+    """SIGTERM to ``master`` (a server's master process, ours), then wait up
+    to ``grace`` s for ``process`` to end; past that, SIGKILL ``children``
+    (PIDs read before, so still ours) and ``process``."""
+    if master is not None:
+        try:
+            os.kill(master, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    try:
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        for pid in children:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        process.kill()
+        process.wait(10)
 
 
 class Probe:
