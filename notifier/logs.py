@@ -68,23 +68,6 @@ class _StdoutHandler(logging.StreamHandler):
     def stream(self, value: Any) -> None:
         pass
 
-    def write_line(self, message: str, logger_name: str, fields: dict[str, Any]) -> None:
-        """An INFO line with ``fields``, as ``JsonFormatter`` formats the LogRecord
-        ``Logger.info`` would make, written as ``emit`` writes it."""
-        formatter = self.formatter
-        assert isinstance(formatter, JsonFormatter)
-        now = time.time()
-        line = {"ts": formatter._timestamp(now, (now - int(now)) * 1000), "level": "info", "logger": logger_name,
-                "msg": message, **fields}
-        self.acquire()
-        try:
-            sys.stdout.write(_LINE.encode(line) + self.terminator)
-            self.flush()
-        except Exception:  # noqa: BLE001 - as emit: a log line never fails the request it describes
-            self.handleError(logging.makeLogRecord({"name": logger_name, "msg": message, **fields}))
-        finally:
-            self.release()
-
     def flush(self) -> None:
         if self._defer is None:
             super().flush()
@@ -163,30 +146,7 @@ def log_request(request_id: str | None, method: str, path: str, status: int, sta
         "duration_ms": round((time.monotonic() - started) * 1000, 2),
         "remote": remote,
     }
-    handler = _only_route(access_log)
-    if handler is not None:
-        handler.write_line("request", access_log.name, fields)
-        return
     # makeRecord + handle is what Logger.info does, minus the stack walk that
     # looks for the caller's file and line (which this line does not log).
     access_log.handle(access_log.makeRecord(access_log.name, logging.INFO, "", 0, "request", (), None, extra=fields))
 
-
-def _only_route(logger: logging.Logger) -> _StdoutHandler | None:
-    """The standalone service's stdout handler when it is the only way out for
-    ``logger``'s lines (no filter, no other handler, nothing disabled): then an
-    INFO line can be written straight, without a LogRecord and the handler
-    chain, the same bytes (tests/unit/test_logging_flush.py). Every publish
-    writes one; the logging machinery was most of its cost."""
-    parent = logger.parent
-    if logger.handlers or logger.filters or logger.disabled or not logger.propagate or parent is None \
-            or parent.name != "notifier":
-        return None
-    handlers = parent.handlers
-    if len(handlers) != 1 or parent.filters or parent.propagate or parent.disabled:
-        return None
-    handler = handlers[0]
-    if type(handler) is not _StdoutHandler or handler.filters or handler.level > logging.INFO \
-            or not isinstance(handler.formatter, JsonFormatter):
-        return None
-    return handler

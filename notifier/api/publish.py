@@ -137,8 +137,8 @@ class LeanPublish:
     ``POST /v1/publish`` from an already-verified publisher, without Flask;
     and the opening of a ``GET /v1/events`` stream on a stack of its own
     (``on_fresh_stack``: the stream's greenlet, which lives as long as the
-    stream, then keeps only the shallow stack it waits on: 8 KiB less per
-    stream, see bench/README.md)."""
+    stream, then keeps only the shallow stack it waits on: about 4 KiB less
+    per stream, see bench/README.md)."""
 
     def __init__(self, app: Flask, state: NotifierState, wsgi_app: WSGIApp):
         self.state = state

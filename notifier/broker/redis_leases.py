@@ -144,7 +144,8 @@ class RedisStreamLeases:
             self._remover = None
 
     def renew(self) -> None:
-        """Renew every lease this process holds, in one round trip."""
+        """Renew every lease this process holds: in one round trip, or on a
+        Cluster one call per user."""
         if not self.held:
             return
         if not self._pipelines:  # one call per user, each to its key's shard
