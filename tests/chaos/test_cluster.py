@@ -26,6 +26,7 @@ from bench.topologies import Cluster
 
 from ..support.delivery import Tally, outcome, summary, wait_received
 from ..support.processes import Gunicorn, wait_until
+from ..support.sockets import connection_owners
 from .test_chaos import FAST, clients
 
 pytestmark = pytest.mark.chaos
@@ -62,7 +63,7 @@ def gunicorn_on(cluster: Cluster, **env: str) -> Iterator[Gunicorn]:
 
 def pubsub_connections_by_worker(cluster: Cluster, workers: list[int]) -> dict[int, dict[int, int]]:
     """{node port: {worker pid: pub/sub connections}} from CLIENT LIST and /proc."""
-    port_to_pid = _local_ports_of(workers)
+    owners = connection_owners(workers)
     found: dict[int, dict[int, int]] = {}
     for node in cluster.masters():
         per_worker: dict[int, int] = {}
@@ -70,32 +71,11 @@ def pubsub_connections_by_worker(cluster: Cluster, workers: list[int]) -> dict[i
             fields = dict(item.split("=", 1) for item in line.split() if "=" in item)
             if int(fields.get("sub", 0)) + int(fields.get("psub", 0)) + int(fields.get("ssub", 0)) == 0:
                 continue
-            pid = port_to_pid.get(int(fields["addr"].rsplit(":", 1)[1]))
+            pid = owners.get((int(fields["addr"].rsplit(":", 1)[1]), node.port))
             if pid is not None:
                 per_worker[pid] = per_worker.get(pid, 0) + 1
         found[node.port] = per_worker
     return found
-
-
-def _local_ports_of(pids: list[int]) -> dict[int, int]:
-    import os
-
-    inode_to_pid = {}
-    for pid in pids:
-        for fd in os.listdir(f"/proc/{pid}/fd"):
-            try:
-                target = os.readlink(f"/proc/{pid}/fd/{fd}")
-            except OSError:
-                continue
-            if target.startswith("socket:["):
-                inode_to_pid[target[8:-1]] = pid
-    ports = {}
-    with open("/proc/net/tcp") as handle:
-        for line in handle.readlines()[1:]:
-            parts = line.split()
-            if parts[9] in inode_to_pid:
-                ports[int(parts[1].split(":")[1], 16)] = inode_to_pid[parts[9]]
-    return ports
 
 
 def test_users_on_different_shards_get_their_own_events_and_one_connection_per_shard(redis_cluster) -> None:

@@ -5,18 +5,16 @@ streams receive what is published."""
 
 from __future__ import annotations
 
-import os
-import re
 import subprocess
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import requests
 
 from ..support import tokens
 from ..support.processes import ROOT, Gunicorn, RedisServer, wait_until
+from ..support.sockets import connection_owners
 from ..support.sse import SSEConnection
 
 pytestmark = pytest.mark.e2e
@@ -61,34 +59,11 @@ def host(request: pytest.FixtureRequest, redis_for_hosts: RedisServer) -> Iterat
         server.stop()
 
 
-def socket_inodes(pid: int) -> set[str]:
-    found = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        try:
-            target = os.readlink(fd)
-        except OSError:
-            continue
-        match = re.fullmatch(r"socket:\[(\d+)\]", target)
-        if match:
-            found.add(match.group(1))
-    return found
-
-
-def owner_of_local_port(port: int, pids: list[int]) -> int | None:
-    """The process holding the loopback TCP socket bound to ``port``."""
-    inode = None
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        if int(fields[1].split(":")[1], 16) == port:
-            inode = fields[9]
-    return next((pid for pid in pids if inode in socket_inodes(pid)), None)
-
-
 def pubsub_owners(server: HostGunicorn, redis_server: RedisServer) -> list[int]:
     clients = [c for c in redis_server.client().client_list() if int(c.get("sub", 0)) + int(c.get("psub", 0)) > 0]
     assert server.process is not None
-    processes = [server.process.pid, *server.worker_pids()]
-    return sorted(owner_of_local_port(int(c["addr"].rsplit(":", 1)[1]), processes) or 0 for c in clients)  # 0: unknown
+    owners = connection_owners([server.process.pid, *server.worker_pids()])
+    return sorted(owners.get((int(c["addr"].rsplit(":", 1)[1]), redis_server.port), 0) for c in clients)  # 0: unknown
 
 
 def test_each_worker_subscribes_for_itself_and_streams_receive(host: HostGunicorn, redis_for_hosts: RedisServer) -> None:
