@@ -1,5 +1,6 @@
 """gunicorn internals: fewer system calls in its response writer, the client
-socket it puts in the WSGI environ, and a worker's ``alive`` flag.
+socket it puts in the WSGI environ, whether it reads a request's environ
+after the body, and a worker's ``alive`` flag.
 
 The writer. gunicorn writes a response's head and its first body bytes with
 two ``sendall`` calls, and gevent's ``sendall`` asks the kernel for the
@@ -35,6 +36,44 @@ def client_socket(environ: dict[str, Any]) -> Any:
     """The socket gunicorn serves this request on (gevent's wrapper in a
     gevent worker), or None."""
     return environ.get("gunicorn.socket") if ACTIVE else None
+
+
+# Whether this worker's gunicorn reads a request's environ once the app has
+# returned: None until ``note_worker`` has looked (not a gunicorn worker of ours).
+_environ_read_later: bool | None = None
+
+
+def note_worker(worker: Any) -> bool:
+    """Called once per worker (``notifier.server``): after the app returns,
+    gunicorn reads the WSGI environ only to check for a file wrapper, for its
+    access log and for a ``post_request`` hook. True when neither is on here
+    (``release_environ`` will empty environs)."""
+    global _environ_read_later
+    from gunicorn.config import PostRequest  # type: ignore[import-untyped]
+
+    access_log = getattr(worker.log, "access_log_enabled", True)
+    hook = getattr(worker.cfg, "post_request", None)
+    _environ_read_later = bool(access_log) or hook is not PostRequest.default
+    return ACTIVE and not _environ_read_later
+
+
+def release_environ(environ: dict[str, Any]) -> bool:
+    """Empty a request's WSGI environ once the app has returned its body,
+    where this worker's gunicorn will read no more of it than the file
+    wrapper check (kept). PEP 3333 lets the application change the environ
+    as it likes. True when emptied.
+
+    Why: gunicorn keeps the environ until the response ends, which for an SSE
+    stream is hours. It is ~2 KiB per stream (26 entries, the header names it
+    built, a closure and an error stream of its own), and it holds the
+    client's credentials (the Authorization header, the cookies)."""
+    if not ACTIVE or _environ_read_later is not False:
+        return False
+    file_wrapper = environ.get("wsgi.file_wrapper")
+    environ.clear()
+    if file_wrapper is not None:
+        environ["wsgi.file_wrapper"] = file_wrapper
+    return True
 
 
 def worker_stopping(worker: Any) -> bool:

@@ -28,6 +28,7 @@ def test_each_worker_patches_the_writer_and_drains_on_sigterm(redis_server: Redi
         log = server.log()
         for pid in server.worker_pids():
             assert re.search(rf"\[{pid}\] \[INFO\] notifier: one send per response on", log), log
+            assert re.search(rf"\[{pid}\] \[INFO\] notifier: a stream's WSGI environ is emptied", log), log
         metrics_dir = re.search(r"worker metrics in (\S+)", log)
         assert metrics_dir and Path(metrics_dir.group(1)).is_dir(), log
         streams.extend(SSEConnection(server.url + "/v1/events", tokens.bearer(tokens.token("alice"))) for _ in range(4))
@@ -46,4 +47,26 @@ def test_each_worker_patches_the_writer_and_drains_on_sigterm(redis_server: Redi
     finally:
         for stream in streams:
             stream.close()
+        server.stop()
+
+
+def test_with_gunicorns_access_log_on_the_environ_is_kept_for_it(redis_server: RedisServer) -> None:
+    """notifier empties a stream's environ once it opens (runtime/gunicorn.py)
+    only where gunicorn reads none of it again: with its access log on, the
+    line for a stream that ended still names the request."""
+    server = Gunicorn({"NOTIFIER_REDIS_URL": redis_server.url, "NOTIFIER_JWT_SECRET": tokens.SECRET,
+                       "GUNICORN_CMD_ARGS": "--access-logfile -"}, workers=1)
+    try:
+        server.start()
+        assert "notifier: a stream's WSGI environ is kept" in server.log()
+        stream = SSEConnection(server.url + "/v1/events?topic=news", tokens.bearer(tokens.token("alice", topics=["news"])))
+        try:
+            assert stream.status == 200
+            stream.events(0.2)
+        finally:
+            stream.close()
+        wait_until(lambda: "GET /v1/events?topic=news HTTP/1.1\" 200" in server.log(), 10,
+                   message="gunicorn's access line for the stream")
+        assert "Traceback" not in server.log()
+    finally:
         server.stop()
