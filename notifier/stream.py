@@ -16,7 +16,8 @@ Every stream has a heartbeat, a deadline and a ``finally``:
 - the stream ends at its deadline (token expiry, or a jittered maximum age so
   reconnects spread out), on shutdown, or on eviction;
 - ``finally`` calls ``hooks.finish`` however the generator ends (the server
-  calls ``close()`` when a write fails), which leaves the core.
+  calls ``close()`` when a write fails), which leaves the core; from its first
+  step on (``hooks.on_start``), nothing else need watch for that.
 """
 
 from __future__ import annotations
@@ -72,6 +73,9 @@ def shutdown_socket(raw_socket: Any) -> None:
 
 
 class StreamHooks(Protocol):
+    def on_start(self) -> None:
+        """Called when the server starts the body: ``finish`` will be called."""
+
     def on_write(self, items: list[Delivery]) -> None:
         """Called after each write of queued events."""
 
@@ -144,6 +148,7 @@ def event_stream(plan: StreamPlan, hooks: StreamHooks) -> Iterator[bytes]:
     # deadline or after the write timeout.
     sub.deadline, sub.deadline_reason = plan.deadline, plan.deadline_reason
     try:
+        hooks.on_start()
         sub.writing_since = time.monotonic()
         yield retry(plan.retry_ms) + comment("connected") + plan.opening
         sub.writing_since = math.inf

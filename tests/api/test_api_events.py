@@ -6,6 +6,7 @@ from __future__ import annotations
 import gc
 import json
 import time
+import weakref
 
 import pytest
 
@@ -245,6 +246,26 @@ def test_a_body_the_server_drops_unread_releases_its_subscription(app) -> None:
     body = app.wsgi_app(environ, lambda status, headers, exc_info=None: statuses.append(status))
     assert statuses == ["200 OK"] and len(app.extensions["notifier"].hub) == 1
     del body  # never iterated, never closed: the generator's finally never runs
+    assert len(app.extensions["notifier"].hub) == 0
+
+
+def _unstarted_body_finalizers() -> list[weakref.finalize]:
+    return [f for f in gc.get_objects() if isinstance(f, weakref.finalize) and f.alive
+            and getattr(f.peek()[0], "__name__", None) == "event_stream"]
+
+
+def test_a_started_body_drops_the_finalizer_kept_for_a_body_never_started(app) -> None:
+    from werkzeug.test import EnvironBuilder
+
+    environ = EnvironBuilder(path="/v1/events", headers=tokens.bearer(tokens.token("alice"))).get_environ()
+    before = len(_unstarted_body_finalizers())
+    body = app.wsgi_app(environ, lambda status, headers, exc_info=None: None)
+    assert len(_unstarted_body_finalizers()) == before + 1
+    assert next(iter(body)).startswith(b"retry:")
+    # From its first step the generator's own finally releases the stream:
+    # the finalizer would only be kept for the stream's life (~0.5 KiB).
+    assert len(_unstarted_body_finalizers()) == before
+    body.close()
     assert len(app.extensions["notifier"].hub) == 0
 
 

@@ -22,6 +22,9 @@ class Hooks:
     def __init__(self) -> None:
         self.finished: list[tuple[str, float]] = []
 
+    def on_start(self) -> None:
+        pass
+
     def on_write(self, items: list[Any]) -> None:
         pass
 
