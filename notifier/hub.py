@@ -20,6 +20,7 @@ import gevent
 from gevent.event import Event
 
 from .events import ZERO_ID, Delivery, EventId
+from .fewsets import FewSet, joined, snapshot, without
 
 log = logging.getLogger("notifier.hub")
 
@@ -199,7 +200,8 @@ class Subscription:
 class Hub:
     def __init__(self, on_evict: Callable[[Subscription], None] | None = None, alarm_interval: float = 1.0,
                  write_timeout: float = math.inf):
-        self._channels: dict[str, set[Subscription]] = {}
+        # A tuple for a channel of a few streams, a set past that (fewsets).
+        self._channels: dict[str, FewSet[Subscription]] = {}
         self._subscriptions: set[Subscription] = set()
         self._on_evict = on_evict
         # One greenlet per hub (per worker) wakes streams whose heartbeat or
@@ -219,9 +221,8 @@ class Hub:
         for channel in subscription.channels:
             members = self._channels.get(channel)
             if members is None:
-                members = self._channels[channel] = set()
                 first.append(channel)
-            members.add(subscription)
+            self._channels[channel] = joined(members, subscription)
         return first
 
     def remove(self, subscription: Subscription) -> list[str]:
@@ -235,10 +236,12 @@ class Hub:
             members = self._channels.get(channel)
             if members is None:
                 continue
-            members.discard(subscription)
-            if not members:
+            rest = without(members, subscription)
+            if rest is None:
                 del self._channels[channel]
                 emptied.append(channel)
+            else:
+                self._channels[channel] = rest
         return emptied
 
     def dispatch(self, channel: str, delivery: Delivery) -> int:
@@ -247,8 +250,8 @@ class Hub:
         if not members:
             return 0
         delivered = 0
-        # Copy: an eviction callback may unsubscribe while we iterate.
-        for subscription in tuple(members):
+        # A snapshot: an eviction callback may unsubscribe while we iterate.
+        for subscription in snapshot(members):
             if subscription.offer(delivery, channel):
                 delivered += 1
             elif self._on_evict is not None:

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from ..events import Delivery, EventId, Notification, Published, ReadState
+from ..fewsets import FewSet, joined, without
 
 
 @dataclass(frozen=True)
@@ -179,19 +180,22 @@ class StreamLeases(Protocol):
         """Stop renewing (the leases still held expire)."""
 
 
-class HeldLeases(dict[str, set[str]]):
+class HeldLeases(dict[str, FewSet[str]]):
     """The leases this process holds, by user: the whole count for the
-    embedded broker, what to renew for Redis."""
+    embedded broker, what to renew for Redis. A user's are a tuple while
+    they are few (fewsets)."""
 
     def add(self, user_id: str, lease_id: str) -> None:
-        self.setdefault(user_id, set()).add(lease_id)
+        self[user_id] = joined(self.get(user_id), lease_id)
 
     def discard(self, user_id: str, lease_id: str) -> None:
         leases = self.get(user_id)
         if leases is not None:
-            leases.discard(lease_id)
-            if not leases:
+            rest = without(leases, lease_id)
+            if rest is None:
                 del self[user_id]
+            else:
+                self[user_id] = rest
 
 
 class TicketStore(Protocol):
