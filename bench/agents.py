@@ -31,7 +31,7 @@ import jwt
 
 from .wire import NchanDecoder, ProtocolError, StreamDecoder
 
-SERVERS = ("notifier", "nchan")
+SERVERS = ("notifier", "nchan", "floor")  # the floor speaks notifier's URLs (bench/floor.py)
 ACCEPTED = (201, 202)  # notifier answers 202; Nchan 201 (a subscriber had it) or 202 (none yet)
 
 

@@ -30,6 +30,7 @@ from .server import ROOT, Gunicorn, Probe, RedisServer, machine
 
 SCENARIOS = ("connect", "broadcast", "unicast", "batch", "publish", "fanout", "churn", "unicast_max", "direct")
 NOTIFIER_ONLY = ("batch", "direct")  # Nchan has no batch publish and no Python publisher
+FLOOR_SCENARIOS = ("connect", "publish")  # bench/floor.py delivers nothing
 DEFAULT_SCENARIOS = SCENARIOS[:7]  # the rate search and the direct publisher only when asked for
 SEARCH_RATES = "500,750,1000,1250,1500,2000,2500,3000,4000,5000,6000,7000,8000,10000,12000,14000,17000,20000"
 ACCEPTED_STATUSES = {str(status) for status in ACCEPTED}
@@ -125,6 +126,15 @@ class Bench:
             self.url = self.gunicorn.url
             self.probe = Probe(self.gunicorn.pids(), [])
             print(f"# server: nchan {self.url} (pids {self.gunicorn.pids()})", file=sys.stderr)
+        elif self.url is None and self.args.server == "floor":
+            self.secret = self.secret or secrets.token_urlsafe(48)
+            log_path = self.out_dir / f"gunicorn-floor-{self.run_id}.log"
+            # A Redis URL only so that the config allows several workers: nothing connects to it.
+            env = {"NOTIFIER_JWT_SECRET": self.secret, "NOTIFIER_REDIS_URL": "redis://127.0.0.1:9/0"}
+            self.gunicorn = Gunicorn(env, self.args.workers, log_path, app="bench.floor:app").start()
+            self.url = self.gunicorn.url
+            self.probe = Probe(self.gunicorn.pids(), [])
+            print(f"# server: floor {self.url} (pids {self.gunicorn.pids()}); log {log_path}", file=sys.stderr)
         elif self.url is None:
             self.secret = self.secret or secrets.token_urlsafe(48)
             self.redis = self._start_redis()
@@ -615,6 +625,8 @@ class Bench:
         wanted = [s for s in SCENARIOS if s in (a.scenarios or DEFAULT_SCENARIOS)]
         if a.server == "nchan":
             wanted = [s for s in wanted if s not in NOTIFIER_ONLY]
+        elif a.server == "floor":
+            wanted = [s for s in wanted if s in FLOOR_SCENARIOS]
         print(f"# notifier bench {self.run_id}: {', '.join(wanted)}; machine {json.dumps(machine())}", file=sys.stderr)
         self.report({"scenario": "machine", **machine(), "url": "local" if a.url is None else "external",
                      "server": a.server, "workers": a.workers, "client_procs": a.client_procs, "client_loop": event_loop_name()})
@@ -762,8 +774,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--search-duration", type=float, default=5.0, help="unicast_max: seconds per rate (default 5)")
     p.add_argument("--direct-threads", type=int, default=4, help="direct: threads per publisher process (default 4)")
     p.add_argument("--direct-procs", type=int, default=2, help="direct: publisher processes (default 2)")
-    p.add_argument("--server", choices=("notifier", "nchan"), default="notifier",
-                   help="what the bench starts and measures: notifier (gunicorn + redis) or Nchan (nginx)")
+    p.add_argument("--server", choices=("notifier", "nchan", "floor"), default="notifier",
+                   help="what the bench starts and measures: notifier (gunicorn + redis), Nchan (nginx), or the "
+                        "floor (a bare WSGI app under notifier's gunicorn config: connect and publish only)")
     p.add_argument("--hold", type=float, default=20.0, help="seconds to hold idle streams in connect (default 20)")
     p.add_argument("--connect-concurrency", type=int, default=1000, help="handshakes in flight, all clients (default 1000)")
     p.add_argument("--connect-timeout", type=float, default=60.0, help="seconds allowed to open all streams")
@@ -782,8 +795,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="run gunicorn under py-spy, profile kept with the results (bench/profile.py)")
     p.add_argument("--out", help="directory for results (default bench/results, gitignored)")
     args = p.parse_args(argv)
-    if args.server == "nchan" and (args.url or args.root or args.redis != "single"):
-        p.error("--server nchan starts its own nginx: no --url, --root or --redis")
+    if args.server != "notifier" and (args.url or args.root or args.redis != "single"):
+        p.error(f"--server {args.server} starts its own server: no --url, --root or --redis")
     unknown = [s for s in args.scenarios if s not in SCENARIOS]
     if unknown:
         p.error(f"unknown scenario {', '.join(unknown)}: choose from {', '.join(SCENARIOS)}")

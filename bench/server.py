@@ -150,8 +150,9 @@ class Gunicorn:
     """``gunicorn -c gunicorn.conf.py wsgi:app`` with gevent workers, as in production."""
 
     def __init__(self, env: dict[str, str], workers: int, log_path: Path, root: Path = ROOT,
-                 wrapper: list[str] | None = None):
+                 wrapper: list[str] | None = None, app: str = "wsgi:app"):
         self.wrapper = wrapper or []  # e.g. a profiler that starts gunicorn as its child
+        self.app = app  # another WSGI app under the same config: bench/floor.py
         self.port = free_port()
         self.workers = workers
         self.root = root
@@ -171,7 +172,7 @@ class Gunicorn:
         self._log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             [*self.wrapper, sys.executable, "-m", "gunicorn", "-c", str(self.root / "gunicorn.conf.py"), "--chdir", str(self.root),
-             "wsgi:app"],
+             self.app],
             env=self.env, stdout=self._log, stderr=subprocess.STDOUT, cwd=str(self.root),
         )
         wait_until(lambda: len(self.worker_pids()) == self.workers, 30, "gunicorn workers")

@@ -8,11 +8,15 @@ figure per run and server, the ratio of notifier (this checkout) to Nchan
 
     python -m bench.versus                                   # this checkout and Nchan, 2 runs each
     python -m bench.versus --before /tmp/before              # and an older tree (git archive ... | tar -x)
+    python -m bench.versus --floor                           # and the floor: a bare app on the same gunicorn
     python -m bench.versus --table bench/results/versus-...  # the table again, from a finished run
 
 Every server gets the same client, the same worker count and the same
 scenarios (``SCENARIO_ARGS``; scenarios Nchan has no equivalent for run on
-notifier only). Results go to ``bench/results/versus-<time>/<label>-<run>/``.
+notifier only). ``--floor`` adds bench/floor.py, a WSGI app that only holds
+streams and answers publishes, served by notifier's gunicorn config: its
+column shows how much of a gap to Nchan the Python server alone accounts for.
+Results go to ``bench/results/versus-<time>/<label>-<run>/``.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .run import RESULTS, lookup
+from .run import FLOOR_SCENARIOS, RESULTS, lookup
 
 # The issue's scenarios: 10,000 idle streams; 200 broadcasts back to back to
 # 1,000 streams; the highest unicast rate held with one HTTP publish per event
@@ -39,6 +43,7 @@ SCENARIO_ARGS = [
     ["unicast", "-n", "10000", "-r", "1000", "-t", "10"],
     ["unicast_max", "-n", "10000"],
     ["direct", "-n", "10000"],
+    ["publish", "-n", "1000", "-t", "10"],
 ]
 
 Row = tuple[str, str, str, str, Callable[[float], bool] | None]
@@ -62,6 +67,9 @@ ROWS: list[Row] = [
     ("... latency p50 / p99 (ms)", "unicast", "latency", "", None),
     ("Python Publisher, highest rate held (deliveries/s)", "direct", "held_per_s", "> Nchan's HTTP unicast", None),
     ("... server CPU per delivery there (us)", "direct", "at_held.server_us_per_delivery", "", None),
+    ("HTTP publish to a user with no stream, 16 connections (requests/s)", "publish", "requests_per_s", "", None),
+    ("... server CPU per request (us)", "publish", "cpu.server_us_per_request", "", None),
+    ("... request p50 / p99 (ms)", "publish", "http_ms", "", None),
 ]
 LOSS_FIELDS = ("lost", "duplicates", "misrouted", "out_of_order", "unexpected")
 
@@ -69,6 +77,8 @@ LOSS_FIELDS = ("lost", "duplicates", "misrouted", "out_of_order", "unexpected")
 def run_one(label: str, extra: list[str], out: Path, workers: int, passthrough: list[str]) -> None:
     for scenario_args in SCENARIO_ARGS:
         if label == "nchan" and scenario_args[0] == "direct":
+            continue
+        if label == "floor" and scenario_args[0] not in FLOOR_SCENARIOS:
             continue
         command = [sys.executable, "-m", "bench.run", *scenario_args, "--workers", str(workers), "--out", str(out),
                    *extra, *passthrough]
@@ -107,25 +117,33 @@ def cell(value: Any) -> str:
     return f"{value:,}" if isinstance(value, int) else str(value)
 
 
+def to_nchan(numbers: dict[str, list[float]], label: str) -> float | None:
+    """The mean of ``label``'s runs over the mean of Nchan's, when both have numbers."""
+    if numbers.get(label) and numbers.get("nchan") and statistics.mean(numbers["nchan"]):
+        return statistics.mean(numbers[label]) / statistics.mean(numbers["nchan"])
+    return None
+
+
 def table(root: Path) -> str:
     runs: dict[str, list[dict[str, dict[str, Any]]]] = {}
     for directory in sorted(p for p in root.iterdir() if p.is_dir()):
         label = directory.name.rsplit("-", 1)[0]
         runs.setdefault(label, []).append(load(directory))
-    labels = [name for name in ("before", "after", "nchan") if name in runs]
+    labels = [name for name in ("before", "after", "nchan", "floor") if name in runs]
     header = ["figure"] + [f"{label} {i + 1}" for label in labels for i in range(len(runs[label]))]
-    header += ["after / Nchan", "goal", "met"]
+    header += ["after / Nchan", *(["floor / Nchan"] if "floor" in runs else []), "goal", "met"]
     lines = ["| " + " | ".join(header) + " |", "|---" + "|---:" * (len(header) - 2) + "|---|"]
     for text, scenario, path, goal, check in ROWS:
         values = {label: [lookup(run.get(scenario, {}), path) for run in runs[label]] for label in labels}
         if all(v is None for vs in values.values() for v in vs):
             continue
         row = [text] + [cell(v) for label in labels for v in values[label]]
-        ratio = None
         numbers = {label: [v for v in vs if isinstance(v, (int, float))] for label, vs in values.items()}
-        if numbers.get("after") and numbers.get("nchan") and statistics.mean(numbers["nchan"]):
-            ratio = statistics.mean(numbers["after"]) / statistics.mean(numbers["nchan"])
+        ratio = to_nchan(numbers, "after")
         row.append(f"{ratio:.2f}x" if ratio is not None else "-")
+        if "floor" in runs:
+            floor = to_nchan(numbers, "floor")
+            row.append(f"{floor:.2f}x" if floor is not None else "-")
         row.append(goal)
         row.append("" if check is None or ratio is None else ("yes" if check(ratio) else "**no**"))
         lines.append("| " + " | ".join(row) + " |")
@@ -133,7 +151,7 @@ def table(root: Path) -> str:
     for label in labels:
         for run in runs[label]:
             loss_row.append(" / ".join(str(n) for n in losses(run).values()))
-    lines.append("| " + " | ".join([*loss_row, "", "0 everywhere", ""]) + " |")
+    lines.append("| " + " | ".join([*loss_row, "", *([""] if "floor" in runs else []), "0 everywhere", ""]) + " |")
     return "\n".join(lines)
 
 
@@ -142,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--runs", type=int, default=2, help="runs of each server (default 2)")
     p.add_argument("--before", help="also measure this source tree (e.g. the code before a change)")
+    p.add_argument("--floor", action="store_true", help="also measure the floor (bench/floor.py) on connect and publish")
     p.add_argument("--workers", type=int, default=2, help="gunicorn workers and nginx workers (default 2)")
     p.add_argument("--table", help="print the table of a finished run's directory and stop")
     p.add_argument("passthrough", nargs="*", help="more bench.run options, after --")
@@ -155,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.before:
         configs.append(("before", ["--root", args.before]))
     configs.append(("nchan", ["--server", "nchan"]))
+    if args.floor:
+        configs.append(("floor", ["--server", "floor"]))
     for run in range(args.runs):
         for label, extra in (configs if run % 2 == 0 else list(reversed(configs))):
             run_one(label, extra, root / f"{label}-{run + 1}", args.workers, args.passthrough)
