@@ -150,9 +150,10 @@ class Gunicorn:
     """``gunicorn -c gunicorn.conf.py wsgi:app`` with gevent workers, as in production."""
 
     def __init__(self, env: dict[str, str], workers: int, log_path: Path, root: Path = ROOT,
-                 wrapper: list[str] | None = None, app: str = "wsgi:app"):
+                 wrapper: list[str] | None = None, app: str = "wsgi:app", config: Path | None = None):
         self.wrapper = wrapper or []  # e.g. a profiler that starts gunicorn as its child
         self.app = app  # another WSGI app under the same config: bench/floor.py
+        self.config = config or root / "gunicorn.conf.py"  # or one that adds to it: bench/memory_hooks.py
         self.port = free_port()
         self.workers = workers
         self.root = root
@@ -171,7 +172,7 @@ class Gunicorn:
     def start(self) -> Gunicorn:
         self._log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            [*self.wrapper, sys.executable, "-m", "gunicorn", "-c", str(self.root / "gunicorn.conf.py"), "--chdir", str(self.root),
+            [*self.wrapper, sys.executable, "-m", "gunicorn", "-c", str(self.config), "--chdir", str(self.root),
              self.app],
             env=self.env, stdout=self._log, stderr=subprocess.STDOUT, cwd=str(self.root),
         )

@@ -1,6 +1,7 @@
-"""The benchmark's floor server (bench/floor.py) runs end to end at a tiny
-size: a bare WSGI app under notifier's gunicorn config holds streams and
-answers publishes, so the bench can show what the server alone costs."""
+"""The benchmark's tools run end to end at a tiny size (so they do not rot):
+the floor server (bench/floor.py, a bare WSGI app under notifier's gunicorn
+config, which shows what the server alone costs) and the per-stream memory
+attribution (bench/memory.py)."""
 
 from __future__ import annotations
 
@@ -29,3 +30,15 @@ def test_the_floor_server_holds_streams_and_answers_publishes(tmp_path) -> None:
     assert results["connect"]["rss_per_stream_kib"] > 0
     publish = results["publish"]
     assert publish["requests"] > 0 and set(publish["statuses"]) == {"202"}, publish
+
+
+def test_the_memory_report_attributes_a_streams_memory(tmp_path) -> None:
+    report = tmp_path / "memory.txt"
+    done = subprocess.run([sys.executable, "-m", "bench.memory", "-n", "40", "--top", "10", "--out", str(report)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    text = report.read_text()
+    assert "RSS per stream, tracemalloc off:" in text and "traced per stream:" in text, text
+    # Each stream's own objects are notifier's, and its connection gunicorn's.
+    packages = text.split("by package", 1)[1].split("by allocation site", 1)[0]
+    assert "notifier" in packages and "gunicorn" in packages, text
