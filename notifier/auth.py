@@ -217,8 +217,8 @@ def verified_payload(token: str) -> dict[str, Any] | None:
 
     Not ``pyjwt.decode`` without verification: PyJWT checks every character
     of every segment in a Python loop, and flask-jwt-extended has already
-    decoded this token three times. A fourth full decode was a sixth of a
-    stream's authentication (bench/README.md)."""
+    decoded this token three times: a fourth full decode took 38-43 us of a
+    stream's ~300 us authentication, this takes 8 (bench/README.md)."""
     parts = token.split(".")
     if len(parts) != 3:
         return None
