@@ -45,16 +45,27 @@ _environ_read_later: bool | None = None
 
 def note_worker(worker: Any) -> bool:
     """Called once per worker (``notifier.server``): after the app returns,
-    gunicorn reads the WSGI environ only to check for a file wrapper, for its
-    access log and for a ``post_request`` hook. True when neither is on here
-    (``release_environ`` will empty environs)."""
+    gunicorn reads the WSGI environ only to check for a file wrapper, in its
+    logger's ``access`` (which its own logger skips while the access log is
+    off) and in a ``post_request`` hook. True when none of these reads it
+    here (``release_environ`` will empty environs); a logger class of the
+    deployment's own may read the environ whatever the settings, so only
+    gunicorn's own (and its statsd logger, which reads the response) count."""
     global _environ_read_later
-    from gunicorn.config import PostRequest  # type: ignore[import-untyped]
-
+    _environ_read_later = True
+    if not ACTIVE:
+        return False
+    try:
+        from gunicorn.config import PostRequest  # type: ignore[import-untyped]
+        from gunicorn.glogging import Logger  # type: ignore[import-untyped]
+        from gunicorn.instrument.statsd import Statsd  # type: ignore[import-untyped]
+    except ImportError:  # pragma: no cover - inside the tested range they exist
+        return False
+    own_access = getattr(type(worker.log), "access", None) in (Logger.access, Statsd.access)
     access_log = getattr(worker.log, "access_log_enabled", True)
     hook = getattr(worker.cfg, "post_request", None)
-    _environ_read_later = bool(access_log) or hook is not PostRequest.default
-    return ACTIVE and not _environ_read_later
+    _environ_read_later = not own_access or bool(access_log) or hook is not PostRequest.default
+    return not _environ_read_later
 
 
 def release_environ(environ: dict[str, Any]) -> bool:

@@ -44,11 +44,32 @@ def _hook(worker: Any, req: Any, environ: Any, resp: Any) -> None:
     pass
 
 
+class ReadingLogger(Logger):
+    """A deployment's own logger class: its access line reads the environ
+    whether or not gunicorn's access log is configured."""
+
+    def access(self, resp: Any, req: Any, environ: Any, request_time: Any) -> None:
+        self.info("%s %s", environ["REQUEST_METHOD"], environ["PATH_INFO"])
+
+
+def test_gunicorns_statsd_logger_reads_no_environ_and_the_environ_goes() -> None:
+    from gunicorn.instrument.statsd import Statsd
+
+    cfg = Config()
+    cfg.set("statsd_host", "127.0.0.1:9")  # a UDP socket on loopback; nothing is sent here
+    log = Statsd(cfg)
+    try:
+        assert gunicorn_runtime.note_worker(SimpleNamespace(cfg=cfg, log=log)) is True
+    finally:
+        log.sock.close()
+
+
 @pytest.mark.parametrize("reader", [
     lambda: a_worker(accesslog="-"),  # gunicorn's access line reads the method, path, headers...
     lambda: a_worker(post_request=_hook),  # the hook is handed the environ
+    lambda: SimpleNamespace(cfg=Config(), log=ReadingLogger(Config())),  # gunicorn calls access() regardless
     lambda: None,  # not a gunicorn worker of ours: nothing is known
-], ids=["access-log", "post-request-hook", "not-noted"])
+], ids=["access-log", "post-request-hook", "own-logger-class", "not-noted"])
 def test_an_environ_something_reads_later_is_kept(reader: Callable[[], SimpleNamespace | None]) -> None:
     worker = reader()
     if worker is not None:
