@@ -258,6 +258,7 @@ def test_a_started_body_drops_the_finalizer_kept_for_a_body_never_started(app) -
     from werkzeug.test import EnvironBuilder
 
     environ = EnvironBuilder(path="/v1/events", headers=tokens.bearer(tokens.token("alice"))).get_environ()
+    gc.collect()  # an unstarted body another test left behind would be finalized mid-count
     before = len(_unstarted_body_finalizers())
     body = app.wsgi_app(environ, lambda status, headers, exc_info=None: None)
     assert len(_unstarted_body_finalizers()) == before + 1
@@ -266,6 +267,35 @@ def test_a_started_body_drops_the_finalizer_kept_for_a_body_never_started(app) -
     # the finalizer would only be kept for the stream's life (~0.5 KiB).
     assert len(_unstarted_body_finalizers()) == before
     body.close()
+    assert len(app.extensions["notifier"].hub) == 0
+
+
+@pytest.mark.parametrize("gunicorn_reads_it_later", [False, True])
+def test_a_streams_environ_is_emptied_once_it_opens_unless_gunicorn_reads_it_later(
+        app, monkeypatch, gunicorn_reads_it_later) -> None:
+    """The standalone app's door (LeanPublish) empties the environ of a stream
+    it opened, as runtime/gunicorn decided for this worker (note_worker; its
+    own tests judge gunicorn's settings): it holds the token for hours."""
+    from werkzeug.test import EnvironBuilder
+
+    from notifier.runtime import gunicorn as gunicorn_runtime
+
+    monkeypatch.setattr(gunicorn_runtime, "_environ_read_later", gunicorn_reads_it_later)
+    environ = EnvironBuilder(path="/v1/events", headers=tokens.bearer(tokens.token("alice"))).get_environ()
+    environ["wsgi.file_wrapper"] = object  # what gunicorn checks after the app returns: kept
+    statuses: list[str] = []
+    body = app(environ, lambda status, headers, exc_info=None: statuses.append(status))
+    try:
+        assert statuses == ["200 OK"]
+        if gunicorn_reads_it_later:
+            assert environ["HTTP_AUTHORIZATION"].startswith("Bearer ") and environ["PATH_INFO"] == "/v1/events"
+        else:
+            assert environ == {"wsgi.file_wrapper": object}
+        assert next(iter(body)).startswith(b"retry:")  # the stream needs nothing more from it
+        publish(app.test_client(), {"user_id": "alice", "message": "after"})
+        assert [e.json()["message"] for e in events_in(next(iter(body)))] == ["after"]
+    finally:
+        body.close()
     assert len(app.extensions["notifier"].hub) == 0
 
 

@@ -25,10 +25,16 @@ def test_each_worker_patches_the_writer_and_drains_on_sigterm(redis_server: Redi
     streams: list[SSEConnection] = []
     try:
         server.start()
+
+        def every_worker_said_so() -> bool:
+            # Ready means some worker answered, not every one: wait for each one's start lines.
+            log = server.log()
+            return all(re.search(rf"\[{pid}\] \[INFO\] notifier: one send per response on", log)
+                       and re.search(rf"\[{pid}\] \[INFO\] notifier: a stream's WSGI environ is emptied", log)
+                       for pid in server.worker_pids())
+
+        wait_until(every_worker_said_so, 20, message="each worker's start lines")
         log = server.log()
-        for pid in server.worker_pids():
-            assert re.search(rf"\[{pid}\] \[INFO\] notifier: one send per response on", log), log
-            assert re.search(rf"\[{pid}\] \[INFO\] notifier: a stream's WSGI environ is emptied", log), log
         metrics_dir = re.search(r"worker metrics in (\S+)", log)
         assert metrics_dir and Path(metrics_dir.group(1)).is_dir(), log
         streams.extend(SSEConnection(server.url + "/v1/events", tokens.bearer(tokens.token("alice"))) for _ in range(4))
@@ -58,7 +64,8 @@ def test_with_gunicorns_access_log_on_the_environ_is_kept_for_it(redis_server: R
                        "GUNICORN_CMD_ARGS": "--access-logfile -"}, workers=1)
     try:
         server.start()
-        assert "notifier: a stream's WSGI environ is kept" in server.log()
+        wait_until(lambda: "notifier: a stream's WSGI environ is kept" in server.log(), 20,
+                   message="the worker's start line")
         stream = SSEConnection(server.url + "/v1/events?topic=news", tokens.bearer(tokens.token("alice", topics=["news"])))
         try:
             assert stream.status == 200
