@@ -40,22 +40,20 @@ def token(secret: str, user: str) -> str:
                        "type": "access", "fresh": False}, secret, algorithm="HS256")
 
 
-def open_streams(port: int, secret: str, n: int, prefix: str) -> list[socket.socket]:
-    """N streams, each read up to its first chunk; in batches, so the kernel's backlog is never the limit."""
-    opened: list[socket.socket] = []
+def open_streams(port: int, secret: str, n: int, prefix: str, opened: list[socket.socket]) -> None:
+    """N streams into ``opened`` (the caller closes them, also after a
+    failure), each read up to its first chunk; in batches, so the kernel's
+    backlog is never the limit."""
     for start in range(0, n, 200):
-        batch = []
         for i in range(start, min(n, start + 200)):
             sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+            opened.append(sock)
             sock.sendall(f"GET /v1/events HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer "
                          f"{token(secret, f'{prefix}{i}')}\r\nAccept: text/event-stream\r\n\r\n".encode())
-            batch.append(sock)
-        for sock in batch:
+        for sock in opened[start:]:
             head = sock.recv(4096)
             if b" 200 " not in head.split(b"\r\n", 1)[0]:
                 raise SystemExit(f"a stream was refused: {head[:300]!r}")
-        opened.extend(batch)
-    return opened
 
 
 class Worker:
@@ -64,12 +62,20 @@ class Worker:
     def __init__(self, traced: bool, workdir: Path):
         self.secret = secrets.token_urlsafe(48)
         self.dir = workdir
-        self.redis = RedisServer().start()
-        env = {"NOTIFIER_ENV": "production", "NOTIFIER_REDIS_URL": self.redis.url, "NOTIFIER_JWT_SECRET": self.secret,
-               "NOTIFIER_BENCH_SNAPSHOTS": str(workdir), "NOTIFIER_BENCH_TRACE": "1" if traced else "0"}
-        self.server = Gunicorn(env, 1, workdir / "gunicorn.log", config=ROOT / "bench" / "memory_hooks.py").start()
-        self.pid = self.server.worker_pids()[0]
+        self.traced = traced
+        self.redis = RedisServer()
+        self.server: Gunicorn | None = None
+        self.pid = 0
         self.taken = 0
+
+    def start(self) -> None:
+        """Each process is kept before it starts: ``stop`` stops whatever a failed start left running."""
+        self.redis.start()
+        env = {"NOTIFIER_ENV": "production", "NOTIFIER_REDIS_URL": self.redis.url, "NOTIFIER_JWT_SECRET": self.secret,
+               "NOTIFIER_BENCH_SNAPSHOTS": str(self.dir), "NOTIFIER_BENCH_TRACE": "1" if self.traced else "0"}
+        self.server = Gunicorn(env, 1, self.dir / "gunicorn.log", config=ROOT / "bench" / "memory_hooks.py")
+        self.server.start()
+        self.pid = self.server.worker_pids()[0]
 
     def snapshot(self) -> Path:
         """Ask the worker for a snapshot (after a full collection); its path."""
@@ -81,7 +87,8 @@ class Worker:
         return done
 
     def stop(self) -> None:
-        self.server.stop()
+        if self.server is not None:
+            self.server.stop()
         self.redis.stop()
 
 
@@ -131,10 +138,12 @@ def main(argv: list[str] | None = None) -> int:
             worker = Worker(traced, Path(workdir))
             streams: list[socket.socket] = []
             try:
+                worker.start()
+                assert worker.server is not None
                 time.sleep(1)  # startup's stragglers
                 before = worker.snapshot()
                 rss_before = rss_kib(worker.pid)
-                streams = open_streams(worker.server.port, worker.secret, args.streams, "memory-user")
+                open_streams(worker.server.port, worker.secret, args.streams, "memory-user", streams)
                 time.sleep(2)
                 after = worker.snapshot()
                 rss_per_stream = (rss_kib(worker.pid) - rss_before) / args.streams

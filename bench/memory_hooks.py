@@ -9,8 +9,11 @@ import os
 import gevent
 
 _production = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gunicorn.conf.py")
+_here = __file__
+__file__ = _production  # it puts its own directory, the checkout's root, first on sys.path
 with open(_production) as _file:
     exec(compile(_file.read(), _production, "exec"))
+__file__ = _here
 
 _production_post_worker_init = post_worker_init  # noqa: F821 - defined by the exec above
 

@@ -122,7 +122,9 @@ class Bench:
         if self.url is None and self.args.server == "nchan":
             from .nchan import Nchan
 
-            self.gunicorn = Nchan(self.args.workers, self.args.streams).start()
+            # Kept before it starts: a start that fails half way is still stopped (Bench.stop).
+            self.gunicorn = Nchan(self.args.workers, self.args.streams)
+            self.gunicorn.start()
             self.url = self.gunicorn.url
             self.probe = Probe(self.gunicorn.pids(), [])
             print(f"# server: nchan {self.url} (pids {self.gunicorn.pids()})", file=sys.stderr)
@@ -131,7 +133,8 @@ class Bench:
             log_path = self.out_dir / f"gunicorn-floor-{self.run_id}.log"
             # A Redis URL only so that the config allows several workers: nothing connects to it.
             env = {"NOTIFIER_JWT_SECRET": self.secret, "NOTIFIER_REDIS_URL": "redis://127.0.0.1:9/0"}
-            self.gunicorn = Gunicorn(env, self.args.workers, log_path, app="bench.floor:app").start()
+            self.gunicorn = Gunicorn(env, self.args.workers, log_path, app="bench.floor:app")
+            self.gunicorn.start()
             self.url = self.gunicorn.url
             self.probe = Probe(self.gunicorn.pids(), [])
             print(f"# server: floor {self.url} (pids {self.gunicorn.pids()}); log {log_path}", file=sys.stderr)
@@ -155,7 +158,8 @@ class Bench:
 
                 self.profiler = Profiler(self.out_dir, self.run_id)
                 wrapper = self.profiler.wrapper()
-            self.gunicorn = Gunicorn(env, self.args.workers, log_path, root, wrapper).start()
+            self.gunicorn = Gunicorn(env, self.args.workers, log_path, root, wrapper)
+            self.gunicorn.start()
             self.url = self.gunicorn.url
             self.probe = Probe(self.gunicorn.pids(), self.redis.pids())
             print(f"# server: gunicorn {self.url} (pids {self.gunicorn.pids()}), redis {self.redis.url}; "

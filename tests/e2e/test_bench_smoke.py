@@ -4,23 +4,20 @@ its own redis-server and gunicorn, measures, and stops them."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
-from ..support.processes import ROOT
+from ..support.processes import run_bench
 
 pytestmark = pytest.mark.e2e
 
 
 def test_bench_runs_every_scenario_small(tmp_path) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.run", "-n", "30", "--hold", "0.5", "-m", "3", "--broadcast-rate", "20",
+    done = run_bench(
+        ["bench.run", "-n", "30", "--hold", "0.5", "-m", "3", "--broadcast-rate", "20",
          "--fanout-streams", "20", "--fanout-events", "20", "-r", "100", "--batch-rate", "1000", "--batch", "10",
          "-t", "1", "--publish-connections", "4", "--churn-stable", "10", "--churn-streams", "10",
-         "--churn-rounds", "3", "--log-level", "WARNING", "--out", str(tmp_path)],
-        cwd=ROOT, capture_output=True, text=True, timeout=240)
+         "--churn-rounds", "3", "--log-level", "WARNING", "--out", str(tmp_path)], 240)
     assert done.returncode == 0, done.stderr[-3000:]
     results = {r["scenario"]: r for r in map(json.loads, done.stdout.splitlines())}
     assert set(results) >= {"machine", "connect", "broadcast", "unicast", "unicast_batch", "publish",

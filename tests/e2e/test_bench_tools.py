@@ -6,21 +6,17 @@ attribution (bench/memory.py)."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
-from ..support.processes import ROOT
+from ..support.processes import run_bench
 
 pytestmark = pytest.mark.e2e
 
 
 def test_the_floor_server_holds_streams_and_answers_publishes(tmp_path) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.run", "connect", "publish", "unicast", "--server", "floor", "-n", "20",
-         "--hold", "0.5", "-t", "0.5", "--publish-connections", "2", "--log-level", "WARNING", "--out", str(tmp_path)],
-        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    done = run_bench(["bench.run", "connect", "publish", "unicast", "--server", "floor", "-n", "20", "--hold", "0.5",
+                      "-t", "0.5", "--publish-connections", "2", "--log-level", "WARNING", "--out", str(tmp_path)], 120)
     assert done.returncode == 0, done.stderr[-3000:]
     results = {r["scenario"]: r for r in map(json.loads, done.stdout.splitlines())}
     # unicast needs deliveries, which the floor does not make: not run.
@@ -34,8 +30,7 @@ def test_the_floor_server_holds_streams_and_answers_publishes(tmp_path) -> None:
 
 def test_the_memory_report_attributes_a_streams_memory(tmp_path) -> None:
     report = tmp_path / "memory.txt"
-    done = subprocess.run([sys.executable, "-m", "bench.memory", "-n", "40", "--top", "10", "--out", str(report)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    done = run_bench(["bench.memory", "-n", "40", "--top", "10", "--out", str(report)], 180)
     assert done.returncode == 0, done.stderr[-3000:]
     text = report.read_text()
     assert "RSS per stream, tracemalloc off:" in text and "traced per stream:" in text, text

@@ -26,7 +26,8 @@ from bench.server import RedisServer as BenchRedisServer
 from bench.server import children_of, free_port, rss_kib
 from bench.server import wait_until as _wait_until
 
-__all__ = ["ROOT", "Gunicorn", "Prometheus", "RedisServer", "children_of", "free_port", "rss_kib", "wait_until"]
+__all__ = ["ROOT", "Gunicorn", "Prometheus", "RedisServer", "children_of", "free_port", "rss_kib", "run_bench",
+           "wait_until"]
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -234,3 +235,24 @@ class Prometheus:
         if getattr(self, "_log", None):
             self._log.close()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def run_bench(args: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+    """``python -m <args>`` from the checkout, for a command that starts
+    servers of its own (the benchmark's tools). It runs in a session of its
+    own: on a timeout its whole process group, all started here, is stopped
+    by that group's id, not only the command."""
+    process = subprocess.Popen([sys.executable, "-m", *args], cwd=ROOT, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        for sig, grace in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
+            try:
+                os.killpg(process.pid, sig)
+                out, err = process.communicate(timeout=grace)
+                break
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                continue
+        raise AssertionError(f"python -m {' '.join(args)} timed out after {timeout} s") from None
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
