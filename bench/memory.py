@@ -26,18 +26,11 @@ import tracemalloc
 from collections import Counter
 from pathlib import Path
 
-import jwt
-
+from .agents import make_token
 from .server import ROOT, Gunicorn, RedisServer, rss_kib, wait_until
 
 PACKAGES = ("notifier", "gunicorn", "gevent", "greenlet", "flask", "werkzeug", "flask_jwt_extended", "jwt", "redis",
             "prometheus_client")
-
-
-def token(secret: str, user: str) -> str:
-    now = int(time.time())
-    return jwt.encode({"sub": user, "iat": now, "nbf": now, "exp": now + 3600, "jti": secrets.token_hex(8),
-                       "type": "access", "fresh": False}, secret, algorithm="HS256")
 
 
 def open_streams(port: int, secret: str, n: int, prefix: str, opened: list[socket.socket]) -> None:
@@ -49,7 +42,7 @@ def open_streams(port: int, secret: str, n: int, prefix: str, opened: list[socke
             sock = socket.create_connection(("127.0.0.1", port), timeout=30)
             opened.append(sock)
             sock.sendall(f"GET /v1/events HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer "
-                         f"{token(secret, f'{prefix}{i}')}\r\nAccept: text/event-stream\r\n\r\n".encode())
+                         f"{make_token(secret, f'{prefix}{i}')}\r\nAccept: text/event-stream\r\n\r\n".encode())
         for sock in opened[start:]:
             head = sock.recv(4096)
             if b" 200 " not in head.split(b"\r\n", 1)[0]:

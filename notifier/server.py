@@ -87,7 +87,8 @@ def post_worker_init(worker: Any) -> None:
     patched = gunicorn_runtime.install_writes()
     released = gunicorn_runtime.note_worker(worker)
     worker.log.info("notifier: a stream's WSGI environ %s", "is emptied once the stream opens" if released else
-                    "is kept (gunicorn's access log or a post_request hook reads it, or gunicorn is untested)")
+                    "is kept (gunicorn's access log, a logger class of its own or a post_request hook reads it, "
+                    "or gunicorn is untested)")
     worker.log.info("notifier: one send per response %s", "on" if patched else
                     f"off: {gunicorn_runtime.TESTED.describe()}")
     # Shorter and fewer full garbage collections (notifier/worker_gc.py).
