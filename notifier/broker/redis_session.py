@@ -20,7 +20,7 @@ import gevent
 import redis
 from gevent import select
 
-from ..runtime.redis import connection_fileno, next_pubsub_message
+from ..runtime.redis import connection_fileno, next_ready_pubsub_message
 from . import BrokerListener
 from .redis_connect import RoleCheck
 from .redis_store import text
@@ -140,37 +140,38 @@ class Session:
         """Wait until Redis confirmed every SUBSCRIBE, so nothing published
         after the catch-up's snapshot can be missed."""
         deadline = time.monotonic() + max(self.settings.socket_timeout, 1.0)
-        while not self._requested <= self.wanted.confirmed:
+        while True:
+            self._read_batch()
+            if self._requested <= self.wanted.confirmed:
+                return
             left = deadline - time.monotonic()
             if left <= 0:
                 raise redis.TimeoutError("subscribe not confirmed")
-            readable, woken = self._wait(left)
+            _readable, woken = self._wait(left)
             if woken:
                 self._sync(self.wanted.drain())
-            if readable:
-                message = next_pubsub_message(self.pubsub, 0)
-                if message is not None:
-                    self._handle(message)
 
     # -- reading -----------------------------------------------------------------
 
     def _read_forever(self) -> None:
-        more = False
         while True:
-            woken = False
-            if not more:
-                _readable, woken = self._wait(self._idle_timeout())
-            if woken:
-                self._sync(self.wanted.drain())
             more = self._read_batch()
             self._check_probe()
-            gevent.sleep(0)  # let the streams write what they got
+            if more:
+                gevent.sleep(0)  # let the streams write what they got
+                continue
+            # Waiting lets the streams write what they got, too.
+            _readable, woken = self._wait(self._idle_timeout())
+            if woken:
+                self._sync(self.wanted.drain())
 
     def _read_batch(self) -> bool:
-        """Hand over what is readable now; True when the budget ran out first."""
+        """Hand over every message that is whole now; True when the budget ran
+        out first. After False, nothing whole is left in the parser: what is
+        still to come can only come from the socket (``_wait``)."""
         deadline = time.monotonic() + DRAIN_BUDGET_SECONDS
         for _ in range(DRAIN_MAX_MESSAGES):
-            message = next_pubsub_message(self.pubsub, 0)
+            message = next_ready_pubsub_message(self.pubsub)
             if message is None:
                 return False
             self._last_traffic = time.monotonic()
@@ -214,12 +215,12 @@ class Session:
 
     def _wait(self, timeout: float) -> tuple[bool, bool]:
         """Until the socket is readable, the core wants other channels (woken),
-        or ``timeout``. Bytes redis-py already holds count as readable."""
+        or ``timeout``. Called after ``_read_batch`` returned False, so no whole
+        message waits in the parser (the first part of one may: asking the
+        parser would then say readable and spin)."""
         connection = self.pubsub.connection
         if connection is None:
             raise redis.ConnectionError("pub/sub connection is gone")
-        if connection.can_read(timeout=0):
-            return True, False
         fd = connection_fileno(connection)
         if fd is None:  # a redis-py release we were not written against: poll
             readable = connection.can_read(timeout=min(timeout, FALLBACK_POLL_SECONDS))

@@ -2,7 +2,7 @@
 and running one command on a connection of our own.
 
 Read against redis-py 8.1 (``Connection.can_read``/``read_response(push_request=)``,
-``PubSub.handle_message``, ``send_packed_command``/``pack_command``,
+``PubSub.handle_message``, the hiredis parser's ``_reader``/``_sock``/``_buffer``, ``send_packed_command``/``pack_command``,
 ``ConnectionPool.connection_class``/``connection_kwargs``, ``Connection._sock``). Outside the tested
 range each function takes redis-py's public path, correct but slower, as its
 docstring says.
@@ -11,6 +11,7 @@ docstring says.
 from __future__ import annotations
 
 import ssl
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,6 +20,12 @@ import redis
 from ..sockets import peek
 from .gevent import os_socket
 from .versions import Tested
+
+_HiredisParser: Any
+try:
+    from redis._parsers.hiredis import NOT_ENOUGH_DATA, _HiredisParser
+except ImportError:  # hiredis is optional, and the module moves between releases
+    NOT_ENOUGH_DATA, _HiredisParser = None, None
 
 TESTED = Tested("redis", "8.1", "8.2")
 ACTIVE = TESTED.active
@@ -43,6 +50,66 @@ def fast_next_pubsub_message(pubsub: redis.client.PubSub, timeout: float) -> Mes
         return None
     message: Message | None = pubsub.handle_message(connection.read_response(push_request=True))
     return message
+
+
+def fast_next_ready_pubsub_message(pubsub: redis.client.PubSub) -> Message | None:
+    """The next pub/sub message that is whole now, in the parser or on the
+    socket; None when none is. Never waits: the first part of a message stays
+    in the parser for the next call, so wait for the socket before calling
+    again.
+
+    With hiredis on a plain socket it feeds the parser from non-blocking
+    reads of the OS socket. ``can_read(0)`` builds a poll object, runs a turn
+    of gevent's loop and peeks at the socket on every call, which cost more
+    than the read itself at one message per wake-up (bench/README.md).
+    Otherwise: ``fast_next_pubsub_message(pubsub, 0)``.
+    """
+    connection = pubsub.connection
+    if connection is None:
+        return None
+    parser = getattr(connection, "_parser", None)
+    reader = getattr(parser, "_reader", None)
+    raw = _plain_os_socket(connection, getattr(parser, "_sock", None))
+    if _HiredisParser is None or not isinstance(parser, _HiredisParser) or reader is None or raw is None:
+        return fast_next_pubsub_message(pubsub, 0)
+    buffer = parser._buffer
+    response = reader.gets()
+    while response is NOT_ENOUGH_DATA:
+        try:
+            received = raw.recv_into(buffer)
+        except (BlockingIOError, InterruptedError):
+            return None
+        except OSError as error:
+            raise redis.ConnectionError(f"Error while reading from the pub/sub socket: {error}") from error
+        if received == 0:
+            raise redis.ConnectionError("Connection closed by server.")
+        reader.feed(buffer, 0, received)
+        response = reader.gets()
+    if isinstance(response, Exception):
+        raise response
+    # RESP3 sends pub/sub messages as pushes: as read_response(push_request=True).
+    push_type = getattr(parser, "_hiredis_PushNotificationType", None)
+    if push_type is not None and isinstance(response, push_type):
+        response = parser.handle_push_response(response)
+    if connection.health_check_interval:
+        connection.next_health_check = time.monotonic() + connection.health_check_interval
+    message: Message | None = pubsub.handle_message(response)
+    return message
+
+
+def public_next_ready_pubsub_message(pubsub: redis.client.PubSub) -> Message | None:
+    """``get_message(timeout=0)``."""
+    return public_next_pubsub_message(pubsub, 0)
+
+
+def _plain_os_socket(connection: Any, sock: Any) -> Any:
+    """The OS socket under a connection's gevent socket; None under TLS (its
+    bytes must go through the TLS layer) or when there is no OS socket to
+    read without blocking the loop."""
+    if sock is None or isinstance(connection, redis.SSLConnection) or isinstance(sock, ssl.SSLSocket):
+        return None
+    raw = os_socket(sock)
+    return None if raw is sock else raw
 
 
 def public_next_pubsub_message(pubsub: redis.client.PubSub, timeout: float) -> Message | None:
@@ -79,11 +146,27 @@ def public_send_and_read(connection: Any, *args: Any) -> Any:
 
 def fast_send_commands(connection: Any, commands: Sequence[Sequence[Any]]) -> None:
     """Several commands in one write (their replies are read one by one with
-    ``read_reply``)."""
+    ``read_reply``). On a connected plain socket the write is one ``send`` on
+    the OS socket: redis-py's ``sendall`` per packed part goes through
+    gevent's ``sendall``, which asks the kernel for the buffer size first
+    (bench/README.md). What one ``send`` leaves goes the usual way."""
     packed: list[Any] = []
     for command in commands:
         packed += connection.pack_command(*command)
-    connection.send_packed_command(packed, check_health=False)
+    raw = _plain_os_socket(connection, getattr(connection, "_sock", None))
+    if raw is None:
+        connection.send_packed_command(packed, check_health=False)
+        return
+    data = b"".join(packed)
+    try:
+        sent = raw.send(data)
+    except (BlockingIOError, InterruptedError):
+        sent = 0
+    except OSError as error:
+        connection.disconnect()
+        raise redis.ConnectionError(f"Error while writing to socket: {error}") from error
+    if sent < len(data):
+        connection.send_packed_command([memoryview(data)[sent:]], check_health=False)
 
 
 def public_send_commands(connection: Any, commands: Sequence[Sequence[Any]]) -> None:
@@ -167,6 +250,7 @@ def public_refresh_slot_map(cluster: Any) -> None:
 
 
 next_pubsub_message = fast_next_pubsub_message if ACTIVE else public_next_pubsub_message
+next_ready_pubsub_message = fast_next_ready_pubsub_message if ACTIVE else public_next_ready_pubsub_message
 new_connection = fast_new_connection if ACTIVE else public_new_connection
 send_and_read = fast_send_and_read if ACTIVE else public_send_and_read
 connection_has_pending_bytes = fast_has_pending_bytes if ACTIVE else public_has_pending_bytes

@@ -170,3 +170,127 @@ def test_the_slot_owner_from_the_cached_map_matches_the_one_a_node_reports(redis
         assert runtime.fast_cluster_slot_owner(cluster, 0) is not None
     finally:
         cluster.close()
+
+
+# -- next_ready_pubsub_message: never waits; the subscriber waits on the socket itself ----------------------------
+
+READY = [runtime.fast_next_ready_pubsub_message, runtime.public_next_ready_pubsub_message]
+
+
+class GeventConnection(redis.Connection):
+    """What a gevent worker's connections are (gevent sockets), without
+    patching this test process: the fast path reads the OS socket under them."""
+
+    def _connect(self) -> Any:
+        import gevent.socket
+
+        sock = gevent.socket.create_connection((self.host, self.port), timeout=self.socket_connect_timeout)
+        sock.settimeout(self.socket_timeout)
+        return sock
+
+
+@pytest.fixture
+def gevent_client(redis_server: RedisServer) -> Iterator[redis.Redis]:
+    pool = redis.ConnectionPool.from_url(redis_server.url, socket_timeout=5, connection_class=GeventConnection)
+    connected = redis.Redis(connection_pool=pool)
+    yield connected
+    connected.close()
+    pool.disconnect()
+
+
+def ready_messages(next_ready: Callable[..., Any], pubsub: Any, count: int, seconds: float = 5) -> list[Any]:
+    """``count`` messages, waiting on the socket (as the session does) whenever
+    ``next_ready`` says none is whole yet."""
+    import gevent.select
+
+    messages: list[Any] = []
+    deadline = time.monotonic() + seconds
+    while len(messages) < count and time.monotonic() < deadline:
+        message = next_ready(pubsub)
+        if message is None:
+            gevent.select.select([runtime.connection_fileno(pubsub.connection)], [], [], 0.5)
+            continue
+        messages.append(message)
+    return messages
+
+
+@pytest.mark.parametrize("next_ready", READY, ids=names(READY))
+def test_ready_messages_come_whole_and_in_order_and_none_means_nothing_whole_is_left(
+        next_ready: Callable[..., Any], gevent_client: redis.Redis, prefix: str) -> None:
+    pubsub = gevent_client.pubsub()
+    assert next_ready(pubsub) is None, "not connected yet: nothing to read"
+    pubsub.subscribe(prefix + "c")
+    try:
+        assert [m["type"] for m in ready_messages(next_ready, pubsub, 1)] == ["subscribe"]
+        big = bytes(range(256)) * 4096  # 1 MiB: many reads of the parser's 64 KiB buffer
+        payloads = [b"%d" % i for i in range(200)] + [big] + [b"after"]
+        sender = gevent_client.pipeline(transaction=False)
+        for payload in payloads:
+            sender.publish(prefix + "c", payload)
+        sender.execute()
+        received = ready_messages(next_ready, pubsub, len(payloads))
+        assert [m["data"] for m in received] == payloads
+        started = time.monotonic()
+        assert next_ready(pubsub) is None
+        assert time.monotonic() - started < 0.1, "never waits"
+    finally:
+        pubsub.close()
+
+
+@pytest.mark.parametrize("next_ready", READY, ids=names(READY))
+def test_ready_messages_raise_when_redis_drops_the_connection(
+        next_ready: Callable[..., Any], redis_server: RedisServer, client: redis.Redis, prefix: str) -> None:
+    pool = redis.ConnectionPool.from_url(redis_server.url, socket_timeout=5, client_name=prefix + "sub",
+                                         connection_class=GeventConnection)
+    named = redis.Redis(connection_pool=pool)
+    pubsub = named.pubsub()
+    pubsub.subscribe(prefix + "gone")
+    try:
+        assert ready_messages(next_ready, pubsub, 1)[0]["type"] == "subscribe"
+        kill_named(client, prefix + "sub")
+        with pytest.raises((redis.ConnectionError, OSError)):
+            ready_messages(next_ready, pubsub, 1, seconds=3)
+    finally:
+        pubsub.close()
+        named.close()
+        pool.disconnect()
+
+
+def test_the_fast_ready_path_reads_the_os_socket_itself_under_gevent(gevent_client: redis.Redis, prefix: str) -> None:
+    """Not redis-py's ``can_read``: it builds a poll per call (the cost this path removes)."""
+    pubsub = gevent_client.pubsub()
+    pubsub.subscribe(prefix + "c")
+    try:
+        assert ready_messages(runtime.fast_next_ready_pubsub_message, pubsub, 1)
+        connection = pubsub.connection
+        calls: list[str] = []
+        connection.can_read = lambda *args, **kwargs: calls.append("can_read")  # type: ignore[method-assign]
+        gevent_client.publish(prefix + "c", b"x")
+        assert [m["data"] for m in ready_messages(runtime.fast_next_ready_pubsub_message, pubsub, 1)] == [b"x"]
+        assert calls == []
+    finally:
+        pubsub.close()
+
+
+SEND_COMMANDS = [runtime.fast_send_commands, runtime.public_send_commands]
+
+
+@pytest.mark.parametrize("send_commands", SEND_COMMANDS, ids=names(SEND_COMMANDS))
+@pytest.mark.parametrize("sockets", ["gevent", "plain"])
+def test_several_commands_in_one_write_even_past_the_socket_buffer(
+        send_commands: Callable[..., Any], sockets: str, redis_server: RedisServer, prefix: str) -> None:
+    """A value larger than the socket buffer is sent only in part by one
+    ``send``: the rest must follow, in order, before the next command."""
+    kind = {"gevent": GeventConnection, "plain": redis.Connection}[sockets]
+    pool = redis.ConnectionPool.from_url(redis_server.url, socket_timeout=5, connection_class=kind)
+    connection = runtime.fast_new_connection(pool)
+    try:
+        connection.connect()
+        big = bytes(range(256)) * 32768  # 8 MiB
+        send_commands(connection, [("SET", prefix + "small", "s"), ("SET", prefix + "big", big),
+                                   ("STRLEN", prefix + "big"), ("GET", prefix + "small")])
+        assert [runtime.read_reply(connection) for _ in range(4)] == [b"OK", b"OK", len(big), b"s"]
+        assert runtime.fast_send_and_read(connection, "GET", prefix + "big") == big
+    finally:
+        connection.disconnect()
+        pool.disconnect()
