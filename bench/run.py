@@ -30,7 +30,7 @@ from .server import ROOT, Gunicorn, Probe, RedisServer, machine
 
 SCENARIOS = ("connect", "broadcast", "unicast", "batch", "publish", "fanout", "churn", "unicast_max", "direct")
 NOTIFIER_ONLY = ("batch", "direct")  # Nchan has no batch publish and no Python publisher
-FLOOR_SCENARIOS = ("connect", "publish")  # bench/floor.py delivers nothing
+FLOOR_SCENARIOS = ("connect", "publish", "unicast", "unicast_max")  # what bench/floor.py answers
 DEFAULT_SCENARIOS = SCENARIOS[:7]  # the rate search and the direct publisher only when asked for
 SEARCH_RATES = "500,750,1000,1250,1500,2000,2500,3000,4000,5000,6000,7000,8000,10000,12000,14000,17000,20000"
 ACCEPTED_STATUSES = {str(status) for status in ACCEPTED}
@@ -131,12 +131,14 @@ class Bench:
         elif self.url is None and self.args.server == "floor":
             self.secret = self.secret or secrets.token_urlsafe(48)
             log_path = self.out_dir / f"gunicorn-floor-{self.run_id}.log"
-            # A Redis URL only so that the config allows several workers: nothing connects to it.
-            env = {"NOTIFIER_JWT_SECRET": self.secret, "NOTIFIER_REDIS_URL": "redis://127.0.0.1:9/0"}
+            self.redis = RedisServer().start()
+            # NOTIFIER_REDIS_URL only so that notifier's config allows several workers.
+            env = {"NOTIFIER_JWT_SECRET": self.secret, "NOTIFIER_REDIS_URL": "redis://127.0.0.1:9/0",
+                   "FLOOR_REDIS_URL": self.redis.url}
             self.gunicorn = Gunicorn(env, self.args.workers, log_path, app="bench.floor:app")
             self.gunicorn.start()
             self.url = self.gunicorn.url
-            self.probe = Probe(self.gunicorn.pids(), [])
+            self.probe = Probe(self.gunicorn.pids(), self.redis.pids())
             print(f"# server: floor {self.url} (pids {self.gunicorn.pids()}); log {log_path}", file=sys.stderr)
         elif self.url is None:
             self.secret = self.secret or secrets.token_urlsafe(48)
@@ -780,7 +782,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--direct-procs", type=int, default=2, help="direct: publisher processes (default 2)")
     p.add_argument("--server", choices=("notifier", "nchan", "floor"), default="notifier",
                    help="what the bench starts and measures: notifier (gunicorn + redis), Nchan (nginx), or the "
-                        "floor (a bare WSGI app under notifier's gunicorn config: connect and publish only)")
+                        "floor (a bare WSGI app under notifier's gunicorn config, Redis between workers: bench/floor.py)")
     p.add_argument("--hold", type=float, default=20.0, help="seconds to hold idle streams in connect (default 20)")
     p.add_argument("--connect-concurrency", type=int, default=1000, help="handshakes in flight, all clients (default 1000)")
     p.add_argument("--connect-timeout", type=float, default=60.0, help="seconds allowed to open all streams")

@@ -8,14 +8,15 @@ figure per run and server, the ratio of notifier (this checkout) to Nchan
 
     python -m bench.versus                                   # this checkout and Nchan, 2 runs each
     python -m bench.versus --before /tmp/before              # and an older tree (git archive ... | tar -x)
-    python -m bench.versus --floor                           # and the floor: a bare app on the same gunicorn
+    python -m bench.versus --floor                           # and the floor: a bare app on the same stack
     python -m bench.versus --table bench/results/versus-...  # the table again, from a finished run
 
 Every server gets the same client, the same worker count and the same
 scenarios (``SCENARIO_ARGS``; scenarios Nchan has no equivalent for run on
-notifier only). ``--floor`` adds bench/floor.py, a WSGI app that only holds
-streams and answers publishes, served by notifier's gunicorn config: its
-column shows how much of a gap to Nchan the Python server alone accounts for.
+notifier only). ``--floor`` adds bench/floor.py, a WSGI app that relays each
+publish to its user's stream through Redis and does nothing else, served by
+notifier's gunicorn config: its column shows how much of a gap to Nchan the
+stack alone (gunicorn, gevent, the Redis hop) accounts for.
 Results go to ``bench/results/versus-<time>/<label>-<run>/``.
 """
 
@@ -160,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--runs", type=int, default=2, help="runs of each server (default 2)")
     p.add_argument("--before", help="also measure this source tree (e.g. the code before a change)")
-    p.add_argument("--floor", action="store_true", help="also measure the floor (bench/floor.py) on connect and publish")
+    p.add_argument("--floor", action="store_true", help="also measure the floor (bench/floor.py) on connect, publish and unicast")
     p.add_argument("--workers", type=int, default=2, help="gunicorn workers and nginx workers (default 2)")
     p.add_argument("--table", help="print the table of a finished run's directory and stop")
     p.add_argument("passthrough", nargs="*", help="more bench.run options, after --")
