@@ -37,8 +37,13 @@ class Every:
             self._greenlet = None
 
     def _run(self) -> None:
+        me = gevent.getcurrent()
         while self.until is None or not self.until():
             gevent.sleep(self.interval)
+            # stop() kills without waiting: the kill lands at this greenlet's
+            # next switch, which can come after a wake-up already due.
+            if self._greenlet is not me:
+                return
             try:
                 self.action()
             except Exception:  # a chore must never take the worker down

@@ -4,6 +4,7 @@ test): what a worker's subscriptions receive, replay and release."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 
@@ -82,12 +83,21 @@ def test_replay_after_an_id_across_channels_in_order(setup) -> None:
     first = broker.publish(note(Target("user", "alice"), "0"))[0]
     expected = []
     for i in range(1, 4):
-        expected.append(broker.publish(note(Target("user", "alice"), str(i)))[0].id)
-        expected.append(broker.publish(note(BROADCAST, f"b{i}"))[0].id)
+        expected.append((parse_event_id(broker.publish(note(Target("user", "alice"), str(i)))[0].id), str(i)))
+        expected.append((parse_event_id(broker.publish(note(BROADCAST, f"b{i}"))[0].id), f"b{i}"))
         broker.publish(note(Target("user", "bob"), "not alice's"))
     replay = broker.history.replay(names.for_subscriber("alice", []), parse_event_id(first.id))
     assert not replay.reset
-    assert [e.id for e in replay.events] == [parse_event_id(i) for i in expected]
+    got = [(e.id, json.loads(e.payload)["message"]) for e in replay.events]
+    if broker.per_channel:
+        # Cluster: ids are ordered per channel only (docs/delivery.md); two
+        # channels' events of one millisecond come either way round, and two
+        # channels may even hand out the same id.
+        for channel in (lambda m: m.startswith("b"), lambda m: not m.startswith("b")):
+            assert [g for g in got if channel(g[1])] == [e for e in expected if channel(e[1])]
+        assert len(got) == len(expected)
+        return
+    assert got == expected
 
 
 def test_replay_resets_on_unknown_or_trimmed_ids(setup) -> None:
