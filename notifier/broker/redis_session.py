@@ -141,12 +141,17 @@ class Session:
         after the catch-up's snapshot can be missed."""
         deadline = time.monotonic() + max(self.settings.socket_timeout, 1.0)
         while True:
-            self._read_batch()
+            more = self._read_batch()
             if self._requested <= self.wanted.confirmed:
                 return
             left = deadline - time.monotonic()
             if left <= 0:
                 raise redis.TimeoutError("subscribe not confirmed")
+            if more:
+                # Whole replies may still wait in the parser (one SUBSCRIBE of
+                # many channels answers them all at once): read on, not wait.
+                gevent.sleep(0)
+                continue
             _readable, woken = self._wait(left)
             if woken:
                 self._sync(self.wanted.drain())

@@ -54,15 +54,16 @@ def fast_next_pubsub_message(pubsub: redis.client.PubSub, timeout: float) -> Mes
 
 def fast_next_ready_pubsub_message(pubsub: redis.client.PubSub) -> Message | None:
     """The next pub/sub message that is whole now, in the parser or on the
-    socket; None when none is. Never waits: the first part of a message stays
-    in the parser for the next call, so wait for the socket before calling
-    again.
+    socket; None only when none is. Never waits: the first part of a message
+    stays in the parser for the next call, so wait for the socket before
+    calling again.
 
     With hiredis on a plain socket it feeds the parser from non-blocking
     reads of the OS socket. ``can_read(0)`` builds a poll object, runs a turn
     of gevent's loop and peeks at the socket on every call, which cost more
     than the read itself at one message per wake-up (bench/README.md).
-    Otherwise: ``fast_next_pubsub_message(pubsub, 0)``.
+    Otherwise: ``can_read(0)`` and ``read_response`` while there is something
+    to read.
     """
     connection = pubsub.connection
     if connection is None:
@@ -71,30 +72,38 @@ def fast_next_ready_pubsub_message(pubsub: redis.client.PubSub) -> Message | Non
     reader = getattr(parser, "_reader", None)
     raw = _plain_os_socket(connection, getattr(parser, "_sock", None))
     if _HiredisParser is None or not isinstance(parser, _HiredisParser) or reader is None or raw is None:
-        return fast_next_pubsub_message(pubsub, 0)
+        while connection.can_read(timeout=0):
+            fallback: Message | None = pubsub.handle_message(connection.read_response(push_request=True))
+            if fallback is not None:
+                return fallback
+        return None
     buffer = parser._buffer
-    response = reader.gets()
-    while response is NOT_ENOUGH_DATA:
-        try:
-            received = raw.recv_into(buffer)
-        except (BlockingIOError, InterruptedError):
-            return None
-        except OSError as error:
-            raise redis.ConnectionError(f"Error while reading from the pub/sub socket: {error}") from error
-        if received == 0:
-            raise redis.ConnectionError("Connection closed by server.")
-        reader.feed(buffer, 0, received)
-        response = reader.gets()
-    if isinstance(response, Exception):
-        raise response
-    # RESP3 sends pub/sub messages as pushes: as read_response(push_request=True).
     push_type = getattr(parser, "_hiredis_PushNotificationType", None)
-    if push_type is not None and isinstance(response, push_type):
-        response = parser.handle_push_response(response)
-    if connection.health_check_interval:
-        connection.next_health_check = time.monotonic() + connection.health_check_interval
-    message: Message | None = pubsub.handle_message(response)
-    return message
+    # An error ends the caller's session, whose close() disconnects (as
+    # read_response would have).
+    while True:
+        response = reader.gets()
+        while response is NOT_ENOUGH_DATA:
+            try:
+                received = raw.recv_into(buffer)
+            except (BlockingIOError, InterruptedError):
+                return None
+            except OSError as error:
+                raise redis.ConnectionError(f"Error while reading from the pub/sub socket: {error}") from error
+            if received == 0:
+                raise redis.ConnectionError("Connection closed by server.")
+            reader.feed(buffer, 0, received)
+            response = reader.gets()
+        if isinstance(response, Exception):
+            raise response
+        # RESP3 sends pub/sub messages as pushes: as read_response(push_request=True).
+        if push_type is not None and isinstance(response, push_type):
+            response = parser.handle_push_response(response)
+        if connection.health_check_interval:
+            connection.next_health_check = time.monotonic() + connection.health_check_interval
+        message: Message | None = pubsub.handle_message(response)
+        if message is not None:  # None: a reply redis-py kept for itself; read on
+            return message
 
 
 def public_next_ready_pubsub_message(pubsub: redis.client.PubSub) -> Message | None:

@@ -294,3 +294,27 @@ def test_several_commands_in_one_write_even_past_the_socket_buffer(
     finally:
         connection.disconnect()
         pool.disconnect()
+
+
+@pytest.mark.parametrize("sockets", ["gevent", "plain"])
+def test_none_from_the_ready_reader_means_nothing_whole_is_left(
+        sockets: str, redis_server: RedisServer, prefix: str) -> None:
+    """A reply redis-py keeps for itself (here a subscribe confirmation it is
+    told to ignore) is not taken for "nothing left": the session would then
+    wait on a socket with a whole message already in the parser."""
+    kind = {"gevent": GeventConnection, "plain": redis.Connection}[sockets]
+    pool = redis.ConnectionPool.from_url(redis_server.url, socket_timeout=5, connection_class=kind)
+    client = redis.Redis(connection_pool=pool)
+    pubsub = client.pubsub(ignore_subscribe_messages=True)
+    try:
+        pubsub.subscribe(prefix + "c")
+        client.publish(prefix + "c", b"x")
+        fd = runtime.connection_fileno(pubsub.connection)
+        wait_until(lambda: select.select([fd], [], [], 0)[0] == [fd], 2, message="reply and message arrived")
+        time.sleep(0.05)  # both are on the socket: one read takes them together
+        message = runtime.fast_next_ready_pubsub_message(pubsub)
+        assert message is not None and message["data"] == b"x"
+    finally:
+        pubsub.close()
+        client.close()
+        pool.disconnect()
