@@ -96,7 +96,6 @@ class Relay:
 
 _relay: Relay | None = None
 _ids = itertools.count(1)
-_worker = os.getpid() % 1000
 
 
 def relay() -> Relay | None:
@@ -133,7 +132,8 @@ def held(queue: Queue[bytes] | None, user: str) -> Iterator[bytes]:
 
 def event_id() -> str:
     """Ordered per user across workers by time (as notifier's ids are by Redis's clock)."""
-    return f"{time.time_ns() // 1000}-{next(_ids) * 1000 + _worker}"
+    # The pid is read here, not at import: a preloading master imports the app once for all workers.
+    return f"{time.time_ns() // 1000}-{next(_ids) * 1000 + os.getpid() % 1000}"
 
 
 def publish(environ: dict[str, Any]) -> bytes:
