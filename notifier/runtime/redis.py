@@ -33,25 +33,6 @@ ACTIVE = TESTED.active
 Message = dict[str, Any]
 
 
-def fast_next_pubsub_message(pubsub: redis.client.PubSub, timeout: float) -> Message | None:
-    """The next pub/sub message, waiting up to ``timeout`` for one to start.
-
-    Not ``pubsub.get_message(timeout)``: that gives the whole message only
-    ``timeout`` to arrive, and under load messages routinely straddle reads
-    (with timeout 0 it fails at once). It then raises TimeoutError, and
-    redis-py 8 has already reconnected the connection behind our back, before
-    raising (its retry calls the failure handler first, even with no retries
-    allowed), losing whatever was in flight. Here the wait for the first byte
-    is ``timeout``; the rest of a begun message gets the socket timeout; and
-    any error ends the caller's session, so it reconnects and catches up.
-    """
-    connection = pubsub.connection
-    if connection is None or not connection.can_read(timeout=timeout):
-        return None
-    message: Message | None = pubsub.handle_message(connection.read_response(push_request=True))
-    return message
-
-
 def fast_next_ready_pubsub_message(pubsub: redis.client.PubSub) -> Message | None:
     """The next pub/sub message that is whole now, in the parser or on the
     socket; None only when none is. Never waits: the first part of a message
@@ -63,7 +44,14 @@ def fast_next_ready_pubsub_message(pubsub: redis.client.PubSub) -> Message | Non
     of gevent's loop and peeks at the socket on every call, which cost more
     than the read itself at one message per wake-up (bench/README.md).
     Otherwise: ``can_read(0)`` and ``read_response`` while there is something
-    to read.
+    to read (the rest of a begun message then gets the socket timeout).
+
+    Not ``pubsub.get_message(0)`` (the public path): under load messages
+    straddle reads, get_message then raises TimeoutError, and redis-py 8 has
+    already reconnected the connection behind our back before raising (its
+    retry calls the failure handler first, even with no retries allowed),
+    losing whatever was in flight. Here any error ends the caller's session,
+    so it reconnects and catches up.
     """
     connection = pubsub.connection
     if connection is None:
@@ -107,8 +95,12 @@ def fast_next_ready_pubsub_message(pubsub: redis.client.PubSub) -> Message | Non
 
 
 def public_next_ready_pubsub_message(pubsub: redis.client.PubSub) -> Message | None:
-    """``get_message(timeout=0)``."""
-    return public_next_pubsub_message(pubsub, 0)
+    """``get_message(timeout=0)``: a message that straddles reads raises
+    TimeoutError (the caller's session ends, reconnects and catches up)."""
+    if pubsub.connection is None:
+        return None
+    message: Message | None = pubsub.get_message(timeout=0)
+    return message
 
 
 def _plain_os_socket(connection: Any, sock: Any) -> Any:
@@ -119,15 +111,6 @@ def _plain_os_socket(connection: Any, sock: Any) -> Any:
         return None
     raw = os_socket(sock)
     return None if raw is sock else raw
-
-
-def public_next_pubsub_message(pubsub: redis.client.PubSub, timeout: float) -> Message | None:
-    """``get_message``: a message that straddles reads past ``timeout`` raises
-    TimeoutError (the caller's session ends, reconnects and catches up)."""
-    if pubsub.connection is None:
-        return None
-    message: Message | None = pubsub.get_message(timeout=timeout)
-    return message
 
 
 def fast_new_connection(pool: redis.ConnectionPool) -> Any:
@@ -258,7 +241,6 @@ def public_refresh_slot_map(cluster: Any) -> None:
     """No public way: redis-py refreshes by itself on the next MOVED it meets."""
 
 
-next_pubsub_message = fast_next_pubsub_message if ACTIVE else public_next_pubsub_message
 next_ready_pubsub_message = fast_next_ready_pubsub_message if ACTIVE else public_next_ready_pubsub_message
 new_connection = fast_new_connection if ACTIVE else public_new_connection
 send_and_read = fast_send_and_read if ACTIVE else public_send_and_read

@@ -62,7 +62,7 @@ def test_setup_cfg_allows_exactly_the_guarded_range_and_constraints_pin_inside_i
 
 
 def test_in_range_the_internal_paths_are_taken() -> None:
-    assert redis_runtime.next_pubsub_message is redis_runtime.fast_next_pubsub_message
+    assert redis_runtime.next_ready_pubsub_message is redis_runtime.fast_next_ready_pubsub_message
     assert redis_runtime.send_and_read is redis_runtime.fast_send_and_read
     assert redis_runtime.new_connection is redis_runtime.fast_new_connection
     assert redis_runtime.connection_has_pending_bytes is redis_runtime.fast_has_pending_bytes
